@@ -1,0 +1,98 @@
+"""Command line: `python -m common_utils doctor | provision | validate-data`.
+
+Instructors run `doctor` on classroom machines: it prints versions, device, profile, precision
+support, the bitsandbytes status and where each model lives, and exits non-zero if something
+the course needs is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _bitsandbytes_status() -> str:
+    try:
+        import bitsandbytes as bnb
+        import torch
+
+        weight = torch.randn(64, 64)
+        packed, state = bnb.functional.quantize_4bit(weight, quant_type="nf4")
+        error = (bnb.functional.dequantize_4bit(packed, state) - weight).abs().mean().item()
+        return f"ok (bitsandbytes {bnb.__version__}, NF4 round-trip mean error {error:.3f})"
+    except Exception as error:  # noqa: BLE001 - report, don't crash the doctor
+        return f"unavailable: {type(error).__name__}: {error}"
+
+
+def doctor() -> int:
+    from .models import MODEL_REGISTRY, ModelNotProvisionedError, cache_dir, hub_offline, model_path
+    from .runtime import describe_runtime
+
+    info = describe_runtime()
+    print(json.dumps(info, indent=2, ensure_ascii=False))
+    print(f"bitsandbytes 4-bit: {_bitsandbytes_status()}")
+    print(f"hub offline mode: {hub_offline()}    model cache: {cache_dir()}")
+    healthy = True
+    for key, spec in MODEL_REGISTRY.items():
+        if spec.source == "hub":
+            print(f"  {key:24s} hub: {spec.location} (full profile; falls back to {spec.fallback})")
+            continue
+        try:
+            print(f"  {key:24s} ready: {model_path(key)}")
+        except ModelNotProvisionedError as error:
+            healthy = False
+            print(f"  {key:24s} MISSING: {str(error).splitlines()[0]}")
+    if not healthy:
+        print("Fix: python -m common_utils provision")
+    return 0 if healthy else 1
+
+
+def provision_command(force: bool) -> int:
+    from .models import provision
+
+    for key, path in provision(force=force).items():
+        print(f"{key}: ready at {path}")
+    return 0
+
+
+def validate_data_command(paths: list[str]) -> int:
+    from pathlib import Path
+
+    from .data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
+
+    files = [Path(p) for p in paths] or sorted(datasets_dir().glob("*/*.jsonl"))
+    failed = False
+    for path in files:
+        schema = DATASET_SCHEMAS.get(path.parent.name)
+        if schema is None:
+            print(f"{path}: no schema for dataset folder {path.parent.name!r}")
+            failed = True
+            continue
+        try:
+            print(f"{path}: {len(validate_jsonl(path, schema))} rows OK")
+        except DatasetFormatError as error:
+            print(error)
+            failed = True
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common_utils", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("doctor", help="print the environment and check the embedded models")
+    provision_parser = commands.add_parser("provision", help="install, convert and verify the embedded models")
+    provision_parser.add_argument("--force", action="store_true", help="convert again even if already provisioned")
+    validate_parser = commands.add_parser("validate-data", help="check course JSONL files (default: all)")
+    validate_parser.add_argument("paths", nargs="*")
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return doctor()
+    if args.command == "provision":
+        return provision_command(args.force)
+    return validate_data_command(args.paths)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

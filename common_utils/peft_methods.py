@@ -1,0 +1,80 @@
+"""One factory for the course's PEFT methods.
+
+Each method is registered once with its family and paper, and a builder that returns a peft config
+(or, for methods peft lacks, applies itself). Labs call `apply_peft(model, "lora")`; a new method
+slots in with `@register_method(...)` without touching the labs that already exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PeftMethod:
+    name: str
+    family: str  # additive | selective | reparameterized
+    paper: str  # title (authors, year)
+    build_config: Callable[..., Any]
+    needs_quantized_base: bool = False
+
+
+PEFT_METHODS: dict[str, PeftMethod] = {}
+
+
+def register_method(name: str, family: str, paper: str, needs_quantized_base: bool = False):
+    """Decorator adding a config builder to PEFT_METHODS."""
+
+    def decorate(build: Callable[..., Any]) -> Callable[..., Any]:
+        PEFT_METHODS[name] = PeftMethod(name, family, paper, build, needs_quantized_base)
+        return build
+
+    return decorate
+
+
+@register_method("lora", "reparameterized",
+                 "LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021)")
+def _lora_config(r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
+                 target_modules: str | list[str] = "all-linear", task_type: str = "CAUSAL_LM", **extra: Any):
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
+                      task_type=task_type, **extra)
+
+
+@register_method("qlora", "reparameterized",
+                 "QLoRA: Efficient Finetuning of Quantized LLMs (Dettmers et al., 2023)", needs_quantized_base=True)
+def _qlora_config(**kwargs: Any):
+    """QLoRA = the same LoRA adapters over a frozen 4-bit NF4 base (load it with quantization='4bit')."""
+    return _lora_config(**kwargs)
+
+
+def make_peft_config(method: str, profile=None, **overrides: Any):
+    """The method's peft config; LoRA-family sizes default to the profile's lora_r / lora_alpha."""
+    if method not in PEFT_METHODS:
+        raise KeyError(f"Unknown PEFT method {method!r}; available: {', '.join(PEFT_METHODS)}")
+    if profile is not None and PEFT_METHODS[method].family == "reparameterized":
+        overrides = {"r": profile.lora_r, "lora_alpha": profile.lora_alpha, **overrides}
+    return PEFT_METHODS[method].build_config(**overrides)
+
+
+def _is_quantized(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def apply_peft(model, method: str, profile=None, **overrides: Any):
+    """Wrap `model` with the method's trainable parameters; everything else is frozen."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    spec = PEFT_METHODS.get(method)
+    if spec is None:
+        raise KeyError(f"Unknown PEFT method {method!r}; available: {', '.join(PEFT_METHODS)}")
+    if spec.needs_quantized_base and not _is_quantized(model):
+        raise ValueError(f"{method} trains over a quantized base. Load it with "
+                         f"`load_causal_lm(key, quantization='4bit')` first.")
+    if _is_quantized(model):
+        # fp32 norms/embeddings for stable training; no gradient checkpointing at course sizes (slower)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, make_peft_config(method, profile, **overrides))

@@ -1,0 +1,184 @@
+"""Thin wrappers over TRL's SFTTrainer with the course's defaults.
+
+What they add over plain TRL: sizes come from the profile; CPU-friendly defaults (no gradient
+checkpointing, fp32 on CPU, bf16 on capable GPUs); resumption from the last checkpoint when the run
+is the same run; `use_cache` switched back on after training (TRL leaves it off); atomic saves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RUN_FINGERPRINT = "course_run.json"
+
+
+def course_sft_config(profile, output_dir: str | Path, **overrides: Any):
+    """SFTConfig with sizes from the profile; any SFTConfig field can be overridden by keyword."""
+    from trl import SFTConfig
+
+    from .runtime import bf16_supported, get_device
+
+    device = get_device()
+    steps = overrides.get("max_steps", profile.train_steps)
+    defaults: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=profile.batch_size,
+        learning_rate=profile.learning_rate,
+        max_length=profile.max_length,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=max(5, steps // 3),
+        save_total_limit=1,
+        report_to="none",
+        seed=profile.seed,
+        # TRL turns activation (gradient) checkpointing on by default; at course sizes it only costs time.
+        activation_checkpointing=False,
+        bf16=bf16_supported(device),
+        fp16=device.type == "cuda" and not bf16_supported(device),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=device.type == "cuda",
+    )
+    defaults.update(overrides)
+    return SFTConfig(**defaults)
+
+
+def _fingerprint(config, peft_config, n_examples: int, model) -> str:
+    """Hash of what makes two runs the same run: checkpoints of another run must not be resumed."""
+    keys = ["max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+            "max_length", "seed", "lr_scheduler_type"]
+    payload = {k: str(getattr(config, k, None)) for k in keys}
+    payload["peft"] = str(peft_config)
+    payload["examples"] = n_examples
+    payload["model"] = getattr(model, "course_model_key", type(model).__name__)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _resume_point(output_dir: Path, fingerprint: str) -> str | None:
+    """Last checkpoint of the *same* run, or None. A different run's checkpoints are removed."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not output_dir.exists():
+        return None
+    marker = output_dir / RUN_FINGERPRINT
+    same_run = marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
+    last = get_last_checkpoint(str(output_dir))
+    if last and same_run:
+        print(f"Resuming from {last} (same run settings).")
+        return last
+    if last:
+        print(f"Settings changed since {last} was saved: starting a fresh run.")
+        for checkpoint in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)
+    return None
+
+
+def make_sft_trainer(model, tokenizer, train_dataset, config):
+    """TRL's SFTTrainer, built but not yet trained, so a notebook can inspect a batch first."""
+    from trl import SFTTrainer
+
+    return SFTTrainer(model=model, args=config, train_dataset=train_dataset, processing_class=tokenizer)
+
+
+def run_sft(trainer, resume: bool = True):
+    """Train; resume from the last checkpoint of an interrupted run with the same settings.
+
+    Returns the trainer (its `.model` is the trained model, `.state.log_history` the losses).
+    """
+    output_dir = Path(trainer.args.output_dir)
+    fingerprint = _fingerprint(trainer.args, getattr(trainer.model, "peft_config", None),
+                               len(trainer.train_dataset), trainer.model)
+    checkpoint = _resume_point(output_dir, fingerprint) if resume else None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RUN_FINGERPRINT).write_text(json.dumps({"fingerprint": fingerprint}))
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.model.config.use_cache = True  # TRL disables the KV cache for training; generation needs it
+    trainer.model.eval()
+    return trainer
+
+
+def train_sft(model, tokenizer, train_dataset, config, resume: bool = True):
+    """make_sft_trainer + run_sft in one call."""
+    return run_sft(make_sft_trainer(model, tokenizer, train_dataset, config), resume=resume)
+
+
+def extraction_train_set(limit: int | None = None):
+    """The course extraction task's train split in TRL's prompt-completion format."""
+    from .data import load_course_dataset, to_prompt_completion
+
+    dataset = load_course_dataset("person_extraction", "train", limit=limit)
+    return dataset.map(to_prompt_completion, remove_columns=dataset.column_names)
+
+
+@dataclass
+class FinetuneRun:
+    model: Any
+    tokenizer: Any
+    trainer: Any
+    history: list[tuple[int, float]]
+    seconds: float
+    peak: Any  # monitor.PeakMemory
+    adapter_dir: Path
+
+
+def finetune_extraction(method: str, profile, output_dir: str | Path, quantization: str | None = None,
+                        max_steps: int | None = None, **peft_overrides: Any) -> FinetuneRun:
+    """The whole recipe of a PEFT lab's 02-Train stage in one call: load the profile's model, apply
+    the PEFT method, SFT on the course extraction task, save the adapter to `output_dir/adapter`.
+
+    Later stages call it to rebuild a missing adapter, so every stage runs on its own."""
+    from .models import load_causal_lm
+    from .monitor import Timer, track_peak_memory
+    from .peft_methods import apply_peft
+    from .runtime import seed_everything
+
+    output_dir = Path(output_dir)
+    seed_everything(profile.seed)
+    model, tokenizer = load_causal_lm(profile.model, quantization=quantization)
+    model = apply_peft(model, method, profile, **peft_overrides)
+    config = course_sft_config(profile, output_dir / "checkpoints", max_steps=max_steps or profile.train_steps)
+    trainer = make_sft_trainer(model, tokenizer, extraction_train_set(), config)
+    with track_peak_memory() as peak, Timer() as timer:
+        run_sft(trainer)
+    adapter_dir = save_pretrained_atomic(output_dir / "adapter", trainer.model, tokenizer)
+    return FinetuneRun(trainer.model, tokenizer, trainer, loss_history(trainer), timer.seconds, peak, adapter_dir)
+
+
+def loss_reduction(history: list[tuple[int, float]], window: int = 3) -> float:
+    """1 - mean(last `window` losses) / mean(first `window` losses): 0.5 means the loss halved.
+    Windows smooth out the step-to-step noise of small batches."""
+    if len(history) < 2 * window:
+        raise ValueError(f"need at least {2 * window} logged losses, got {len(history)}")
+    losses = [loss for _, loss in history]
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
+    return 1.0 - last / first
+
+
+def loss_history(trainer) -> list[tuple[int, float]]:
+    """(step, training loss) pairs logged by the trainer."""
+    return [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+
+
+def save_pretrained_atomic(path: str | Path, *objects) -> Path:
+    """`save_pretrained` of each object (model, adapter, tokenizer) into a temporary sibling folder,
+    then swap it in, so an interrupted save never leaves a half-written artifact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+    try:
+        for obj in objects:
+            obj.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

@@ -1,0 +1,191 @@
+"""Build the course datasets deterministically.
+
+Run from the repository root:
+
+    python datasets/build_datasets.py          # (re)write every JSONL file
+    python datasets/build_datasets.py --check  # rebuild in memory and fail if committed files differ
+
+Every row is generated from a fixed seed, so the committed files are reproducible byte for byte.
+After writing, each file is validated with `common_utils.data.validate_jsonl`, the same check the
+notebooks run when they load a dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SEED = 20261123
+
+# --------------------------------------------------------------------------------------------
+# 1. person_extraction: sentence -> {"name", "age", "city"} as JSON (instruction tuning, generation)
+# --------------------------------------------------------------------------------------------
+FIRST_NAMES = [
+    "Alice", "Bruno", "Chen", "Daria", "Emeka", "Fatima", "Goran", "Hana", "Ivan", "Julia",
+    "Kenji", "Leila", "Mateo", "Nadia", "Oscar", "Priya", "Quentin", "Rosa", "Sven", "Tomoko",
+    "Umar", "Valeria", "Wei", "Ximena", "Yusuf", "Zara", "Andrea", "Boris", "Clara", "Diego",
+    "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kira", "Luca", "Maya", "Nikolai",
+]
+LAST_NAMES = [
+    "Silva", "Novak", "Tanaka", "Okafor", "Schmidt", "Haddad", "Kowalski", "Rossi", "Lindqvist",
+    "Moreau", "Petrov", "Garcia", "Nguyen", "Singh", "Cohen", "Murphy", "Yilmaz", "Costa",
+    "Fischer", "Larsen", "Ivanova", "Dubois", "Santos", "Kim",
+]
+CITIES = [
+    "Lisbon", "Nairobi", "Osaka", "Toronto", "Berlin", "Cairo", "Lima", "Oslo", "Taipei", "Dublin",
+    "Warsaw", "Seoul", "Madrid", "Hanoi", "Zurich", "Denver", "Porto", "Austin", "Vienna", "Manila",
+    "Prague", "Lyon", "Accra", "Perth",
+]
+SENTENCE_TEMPLATES = [
+    "{name} is {age} years old and lives in {city}.",
+    "Meet {name}, a {age}-year-old from {city}.",
+    "{name} ({age}) moved to {city} last spring.",
+    "Our new colleague {name} works in {city} and just turned {age}.",
+    "In {city}, {name}, aged {age}, opened a small bakery.",
+    "{name}, {age}, was born and raised in {city}.",
+    "The report names {name} of {city}, who is {age}.",
+    "At {age}, {name} still runs every morning in {city}.",
+    "{city} resident {name} celebrated a {age}th birthday yesterday.",
+    "Contact: {name}; age {age}; based in {city}.",
+    "{name} has lived in {city} since childhood and is now {age}.",
+    "A {age}-year-old named {name} won the chess cup in {city}.",
+]
+EXTRACTION_INSTRUCTION = "Extract the person's name, age and city from the text. Reply with JSON only."
+EXTRACTION_SPLITS = {"train": 400, "valid": 40, "test": 60}
+
+
+def build_person_extraction(rng: random.Random) -> dict[str, list[dict]]:
+    """Every row is a different person (distinct full name), so no test name or answer occurs in train."""
+    full_names = [f"{first} {last}" for first in FIRST_NAMES for last in LAST_NAMES]
+    chosen = rng.sample(full_names, sum(EXTRACTION_SPLITS.values()))
+    splits: dict[str, list[dict]] = {}
+    start = 0
+    for split, size in EXTRACTION_SPLITS.items():
+        people = [(name, rng.randint(18, 89), rng.choice(CITIES)) for name in chosen[start:start + size]]
+        splits[split] = [_extraction_row(p, rng, f"{split}-{i:04d}") for i, p in enumerate(people)]
+        start += size
+    return splits
+
+
+def _extraction_row(person: tuple[str, int, str], rng: random.Random, row_id: str) -> dict:
+    name, age, city = person
+    text = rng.choice(SENTENCE_TEMPLATES).format(name=name, age=age, city=city)
+    answer = {"name": name, "age": age, "city": city}
+    return {
+        "id": row_id,
+        "instruction": EXTRACTION_INSTRUCTION,
+        "input": text,
+        "output": json.dumps(answer, ensure_ascii=False),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 2. topic_classification: short news-like sentence -> one of four topics (NLU labs)
+# --------------------------------------------------------------------------------------------
+TOPIC_LABELS = ["sports", "technology", "food", "travel"]
+TOPIC_SUBJECTS = {
+    "sports": ["the striker", "the home team", "the marathon runner", "the tennis champion", "the coach",
+               "the goalkeeper", "the cycling squad", "the rookie pitcher"],
+    "technology": ["the startup", "the chip maker", "the open-source project", "the new smartphone",
+                   "the cloud provider", "the robotics lab", "the browser update", "the database team"],
+    "food": ["the bakery", "the head chef", "the noodle shop", "the vegan cafe", "the food critic",
+             "the street vendor", "the cheese maker", "the family restaurant"],
+    "travel": ["the airline", "the night train", "the mountain resort", "the tour guide", "the cruise ship",
+               "the backpacker", "the airport", "the island ferry"],
+}
+TOPIC_EVENTS = {
+    "sports": ["scored twice in the final minutes", "broke the league record", "signed a new contract",
+               "won the championship after extra time", "was injured during practice", "qualified for the finals"],
+    "technology": ["released a faster processor", "patched a serious security bug", "launched a new AI model",
+                   "open-sourced its compiler", "cut server costs with new software", "shipped a battery update"],
+    "food": ["introduced a spicy ramen recipe", "earned a star for its dumplings", "started baking sourdough",
+             "added seasonal desserts to the menu", "won a prize for its curry", "opened a tasting kitchen"],
+    "travel": ["added direct flights to the coast", "offered cheaper tickets for the holidays",
+               "reopened the scenic hiking route", "delayed departures because of fog",
+               "launched a new sleeper cabin", "welcomed record numbers of tourists"],
+}
+TOPIC_FRAMES = [
+    "{subject} {event}.",
+    "Yesterday {subject} {event}.",
+    "Reports say {subject} {event} this week.",
+    "According to locals, {subject} {event}.",
+    "Breaking: {subject} {event}.",
+]
+TOPIC_SPLITS = {"train": 320, "valid": 80, "test": 160}
+
+
+def build_topic_classification(rng: random.Random) -> dict[str, list[dict]]:
+    """Classes are balanced in every split, and each (subject, event) pair lives in one split only,
+    so a test sentence is a new combination, not the same sentence in another frame."""
+    per_label = {split: size // len(TOPIC_LABELS) for split, size in TOPIC_SPLITS.items()}
+    rows_by_split: dict[str, list[dict]] = {split: [] for split in TOPIC_SPLITS}
+    for label_id, label in enumerate(TOPIC_LABELS):
+        pairs = [(s, e) for s in TOPIC_SUBJECTS[label] for e in TOPIC_EVENTS[label]]
+        rng.shuffle(pairs)
+        for split, count in per_label.items():
+            n_pairs = -(-count // len(TOPIC_FRAMES))  # ceil: enough pairs to fill the split
+            chosen, pairs = pairs[:n_pairs], pairs[n_pairs:]
+            sentences = [f.format(subject=s, event=e) for s, e in chosen for f in TOPIC_FRAMES]
+            for text in rng.sample(sentences, count):
+                rows_by_split[split].append(
+                    {"text": text[0].upper() + text[1:], "label": label_id, "label_text": label})
+    splits = {}
+    for split, rows in rows_by_split.items():
+        rng.shuffle(rows)
+        splits[split] = [{"id": f"{split}-{i:04d}", **row} for i, row in enumerate(rows)]
+    return splits
+
+
+BUILDERS = {
+    "person_extraction": build_person_extraction,
+    "topic_classification": build_topic_classification,
+}
+
+
+def render(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
+
+
+def build_all() -> dict[Path, str]:
+    """Return {path: file text} for every dataset split, generated from the fixed seed."""
+    files: dict[Path, str] = {}
+    for name, builder in BUILDERS.items():
+        rng = random.Random(f"{SEED}-{name}")
+        for split, rows in builder(rng).items():
+            files[HERE / name / f"{split}.jsonl"] = render(rows)
+    return files
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="fail if committed files differ from a rebuild")
+    args = parser.parse_args()
+
+    from common_utils.data import DATASET_SCHEMAS, validate_jsonl
+
+    files = build_all()
+    stale = []
+    for path, text in files.items():
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    if stale:
+        print("Stale dataset files (run `python datasets/build_datasets.py`):", *stale, sep="\n  ")
+        return 1
+    for path in files:
+        rows = validate_jsonl(path, DATASET_SCHEMAS[path.parent.name])
+        print(f"{path.relative_to(HERE.parent)}: {len(rows)} rows OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

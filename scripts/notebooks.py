@@ -1,0 +1,88 @@
+"""Run course notebooks headless with nbmake and report how long each took.
+
+    python scripts/notebooks.py run [PATH ...]   run notebooks under PATHs (default: every chapter)
+    python scripts/notebooks.py report [--write docs/notebook_timings.md]
+
+Notebooks of one lab run in file order in one pytest process, so a later stage finds the artifacts
+an earlier stage wrote. No notebook found is an error, never a silent pass (pytest exit 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ["00-Course_Setup", "01-Core_Training_Techniques", "02-Efficient_Inference_and_Serving",
+            "03-Model_Compression", "04-Evaluation_and_Data_Engineering"]
+REPORT = ROOT / ".course_reports" / "notebooks.xml"
+BUDGET_S = 90.0
+
+
+def find_notebooks(paths: list[str]) -> list[Path]:
+    roots = [Path(p) for p in paths] or [ROOT / c for c in CHAPTERS if (ROOT / c).exists()]
+    found: list[Path] = []
+    for root in roots:
+        candidates = [root] if root.suffix == ".ipynb" else sorted(root.rglob("*.ipynb"))
+        found += [p for p in candidates if ".ipynb_checkpoints" not in p.parts and "outputs" not in p.parts]
+    return found
+
+
+def run(paths: list[str]) -> int:
+    notebooks = find_notebooks(paths)
+    if not notebooks:
+        print(f"No notebooks found under {paths or CHAPTERS}: nothing was tested.", file=sys.stderr)
+        return 1
+    REPORT.parent.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=900", "-p", "no:cacheprovider",
+               "-o", "testpaths=", f"--junitxml={REPORT}", "-q", *map(str, notebooks)]
+    print(f"Running {len(notebooks)} notebook(s) ...", flush=True)
+    code = subprocess.call(command, cwd=ROOT)
+    report([])
+    return 1 if code == 5 else code
+
+
+def report(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="notebooks.py report")
+    parser.add_argument("--write", help="also write the table as markdown to this file")
+    args = parser.parse_args(argv)
+    if not REPORT.exists():
+        print("No notebook run recorded yet: run `make test` or `make smoke LAB=...` first.")
+        return 1
+    rows = []
+    for case in ET.parse(REPORT).getroot().iter("testcase"):
+        status = "failed" if case.find("failure") is not None or case.find("error") is not None else (
+            "skipped" if case.find("skipped") is not None else "passed")
+        name = case.get("classname", "").replace(".", "/") or case.get("name", "")
+        rows.append((float(case.get("time", 0)), status, case.get("file") or name))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    lines = ["| seconds | status | notebook |", "| ---: | --- | --- |"]
+    lines += [f"| {s:.1f}{' ⚠' if s > BUDGET_S else ''} | {status} | {path} |" for s, status, path in rows]
+    lines.append(f"| {total:.1f} | total | {len(rows)} notebooks |")
+    table = "\n".join(lines)
+    print(table)
+    over = [r for r in rows if r[0] > BUDGET_S]
+    if over:
+        print(f"⚠ {len(over)} notebook(s) over the {BUDGET_S:.0f} s smoke budget.")
+    if args.write:
+        Path(args.write).write_text(
+            "# Notebook timings (smoke profile)\n\n"
+            "Rendered by `python scripts/notebooks.py report --write docs/notebook_timings.md` from the last "
+            "`make test` run (junit XML, per-notebook wall seconds including kernel start). "
+            f"Budget: {BUDGET_S:.0f} s per notebook (⚠ marks overruns).\n\n" + table + "\n", encoding="utf-8")
+    return 0
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "report"}:
+        print(__doc__)
+        return 2
+    return run(sys.argv[2:]) if sys.argv[1] == "run" else report(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
