@@ -60,6 +60,23 @@ def make_peft_config(method: str, profile=None, **overrides: Any):
     return PEFT_METHODS[method].build_config(**overrides)
 
 
+def lora_param_formula(model, r: int, target_modules: list[str] | None = None) -> int:
+    """Trainable parameters LoRA adds, by the paper's formula r * (d_in + d_out) per adapted matrix.
+
+    Default targets match peft's "all-linear": every nn.Linear except the output head. Call it on
+    the base model, before apply_peft (LoRA's own A/B matrices are nn.Linear too)."""
+    import torch
+
+    output_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    total = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module is output_head:
+            continue
+        if target_modules is None or name.rsplit(".", 1)[-1] in target_modules:
+            total += r * (module.in_features + module.out_features)
+    return total
+
+
 def _is_quantized(model) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
