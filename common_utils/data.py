@@ -110,7 +110,7 @@ def load_course_dataset(name: str, split: str, limit: int | None = None):
     if name not in DATASET_SCHEMAS:
         raise KeyError(f"Unknown course dataset {name!r}; known: {', '.join(DATASET_SCHEMAS)}")
     rows = validate_jsonl(datasets_dir() / name / f"{split}.jsonl", DATASET_SCHEMAS[name])
-    return Dataset.from_list(rows[:limit] if limit else rows)
+    return Dataset.from_list(rows[:limit] if limit is not None else rows)
 
 
 def extraction_messages(row: dict[str, Any], with_answer: bool = False) -> list[dict[str, str]]:

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common_utils.monitor import (
+    MB,
+    ParamCount,
+    Timer,
+    count_parameters,
+    cuda_peak_mb,
+    dir_size_mb,
+    process_rss_mb,
+    read_metrics,
+    track_peak_memory,
+    write_metrics,
+)
+
+
+def test_count_parameters_separates_frozen() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    for parameter in model[0].parameters():
+        parameter.requires_grad = False
+    counted = count_parameters(model)
+    assert counted == ParamCount(trainable=3 * 2 + 2, total=4 * 3 + 3 + 3 * 2 + 2)
+
+
+def test_param_count_percent() -> None:
+    assert ParamCount(25, 100).percent == pytest.approx(25.0)
+    assert ParamCount(0, 0).percent == 0.0
+    assert str(ParamCount(1_000, 4_000)) == "trainable 1,000 / total 4,000 (25.000%)"
+
+
+def test_timer_measures_the_block() -> None:
+    with Timer() as timer:
+        time.sleep(0.05)
+    assert 0.05 <= timer.seconds < 2.0
+
+
+def test_track_peak_memory_sees_a_freed_allocation() -> None:
+    """The block frees its 200 MB before it ends, so only the background sampler can see the peak."""
+    with track_peak_memory(interval_s=0.02) as peak:
+        block = torch.ones(200 * MB // 4, dtype=torch.float32)  # written, so the pages are resident
+        time.sleep(0.3)
+        del block
+    assert peak.rss_increase_mb > 100, f"peak {peak.peak_rss_mb:.0f} MB, start {peak.start_rss_mb:.0f} MB"
+    assert peak.cuda_peak_mb == cuda_peak_mb()
+    assert process_rss_mb() > 0
+
+
+def test_dir_size_mb(tmp_path: Path) -> None:
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "a.bin").write_bytes(b"\0" * MB)
+    (tmp_path / "nested" / "b.bin").write_bytes(b"\0" * (MB // 2))
+    assert dir_size_mb(tmp_path) == pytest.approx(1.5)
+
+
+def test_write_metrics_merges_sections_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "outputs" / "metrics.json"
+    assert read_metrics(path) == {}
+    write_metrics(path, "lora", {"exact_match": 0.9})
+    write_metrics(path, "qlora", {"exact_match": 0.8})
+    merged = write_metrics(path, "lora", {"exact_match": 0.95})
+    expected = {"lora": {"exact_match": 0.95}, "qlora": {"exact_match": 0.8}}
+    assert merged == expected
+    assert read_metrics(path) == expected == json.loads(path.read_text(encoding="utf-8"))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json"], "no temporary file may be left"
+
+
+def test_write_metrics_converts_numpy_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    write_metrics(path, "run", {"loss": np.float32(0.25), "steps": 3})
+    assert read_metrics(path) == {"run": {"loss": 0.25, "steps": 3}}

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import torch
+
+from common_utils.monitor import count_parameters
+from common_utils.peft_methods import PEFT_METHODS, apply_peft, make_peft_config
+from common_utils.runtime import PROFILES, Profile
+
+
+def test_registry_has_lora_and_qlora() -> None:
+    assert {"lora", "qlora"} <= set(PEFT_METHODS)
+    for name, method in PEFT_METHODS.items():
+        assert method.name == name
+        assert method.family in {"additive", "selective", "reparameterized"}, f"{name}: {method.family!r}"
+        assert re.search(r"\(.+, (19|20)\d\d\)$", method.paper), f"{name}: paper should end '(Authors, year)'"
+    assert PEFT_METHODS["qlora"].needs_quantized_base
+    assert not PEFT_METHODS["lora"].needs_quantized_base
+
+
+@pytest.mark.parametrize("profile_name", sorted(PROFILES))
+def test_lora_config_sizes_come_from_the_profile(profile_name: str) -> None:
+    profile = PROFILES[profile_name]
+    config = make_peft_config("lora", profile)
+    assert (config.r, config.lora_alpha) == (profile.lora_r, profile.lora_alpha)
+    assert config.target_modules == "all-linear"
+
+
+def test_overrides_win_over_the_profile(profile: Profile) -> None:
+    config = make_peft_config("lora", profile, r=2, lora_dropout=0.1)
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (2, profile.lora_alpha, 0.1)
+
+
+def test_unknown_method_lists_the_available_ones(profile: Profile) -> None:
+    for call in (lambda: make_peft_config("dora-x", profile), lambda: apply_peft(torch.nn.Linear(2, 2), "dora-x")):
+        with pytest.raises(KeyError) as error:
+            call()
+        assert all(name in str(error.value) for name in PEFT_METHODS)
+
+
+def test_qlora_needs_a_quantized_base() -> None:
+    with pytest.raises(ValueError, match="quantization='4bit'"):
+        apply_peft(torch.nn.Linear(2, 2), "qlora")
+
+
+@pytest.mark.slow
+def test_lora_trainable_parameters_match_the_formula(tiny_lm, profile: Profile) -> None:
+    model, _ = tiny_lm
+    peft_model = apply_peft(copy.deepcopy(model), "lora", profile)
+    assert profile.lora_r == 8
+    # all-linear: every nn.Linear of the decoder layers (not lm_head); LoRA adds r * (in + out) to each.
+    per_layer = sum(m.in_features + m.out_features for m in model.model.layers[0].modules()
+                    if isinstance(m, torch.nn.Linear))
+    assert per_layer == 10_176
+    expected = model.config.num_hidden_layers * profile.lora_r * per_layer
+    assert expected == 2_442_240
+
+    counted = count_parameters(peft_model)
+    assert counted.trainable == expected
+    assert (counted.trainable, counted.total) == peft_model.get_nb_trainable_parameters()
+    assert not hasattr(model, "peft_config"), "the shared fixture model must not be wrapped"
+    assert all(p.requires_grad for p in model.parameters()), "the shared fixture model must not be frozen"

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from common_utils.models import MODEL_REGISTRY
+from common_utils.runtime import (
+    PROFILE_ENV,
+    PROFILES,
+    Profile,
+    describe_runtime,
+    get_device,
+    get_profile,
+    pick_dtype,
+    seed_everything,
+    set_threads,
+)
+
+ON_ACCELERATOR = torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def test_smoke_and_full_profiles_exist() -> None:
+    assert {"smoke", "full"} <= set(PROFILES)
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profile_fields_are_positive(name: str) -> None:
+    profile = PROFILES[name]
+    assert profile.name == name
+    for field, value in profile.as_dict().items():
+        if isinstance(value, (int, float)):
+            assert value > 0, f"profile {name!r}: {field} = {value}"
+    assert profile.model in MODEL_REGISTRY, f"profile {name!r}: unknown model {profile.model!r}"
+    assert profile.encoder in MODEL_REGISTRY, f"profile {name!r}: unknown encoder {profile.encoder!r}"
+
+
+def test_course_profile_env_selects(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PROFILE_ENV, "full")
+    assert get_profile().name == "full"
+    monkeypatch.setenv(PROFILE_ENV, "smoke")
+    assert get_profile().name == "smoke"
+    assert get_profile("full").name == "full", "an explicit name wins over the environment"
+
+
+def test_unknown_profile_names_the_valid_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="huge") as error:
+        get_profile("huge")
+    assert all(name in str(error.value) for name in PROFILES)
+    monkeypatch.setenv(PROFILE_ENV, "tiny")
+    with pytest.raises(ValueError, match="smoke"):
+        get_profile()
+
+
+def test_with_overrides_returns_a_changed_copy(profile: Profile) -> None:
+    changed = profile.with_overrides(train_steps=3, batch_size=1)
+    assert (changed.train_steps, changed.batch_size) == (3, 1)
+    assert changed.learning_rate == profile.learning_rate
+    assert profile.train_steps == PROFILES["smoke"].train_steps, "the original profile is untouched"
+    with pytest.raises(TypeError):
+        profile.with_overrides(no_such_field=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        profile.train_steps = 1  # type: ignore[misc]
+
+
+@pytest.mark.skipif(ON_ACCELERATOR, reason="checks the CPU-only path")
+def test_device_is_cpu_here() -> None:
+    assert get_device().type == "cpu"
+    assert pick_dtype() == torch.float32
+
+
+def test_pick_dtype_is_float32_on_cpu() -> None:
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_describe_runtime_has_the_doctor_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PROFILE_ENV, "smoke")
+    info = describe_runtime()
+    expected = {"python", "platform", "cpu_count", "torch_threads", "device", "profile", "bf16_supported",
+                "dtype", "versions"}
+    assert expected <= set(info), f"missing: {expected - set(info)}"
+    assert info["profile"] == "smoke"
+    assert {"torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes"} <= set(info["versions"])
+    if not ON_ACCELERATOR:
+        assert (info["device"], info["dtype"], info["bf16_supported"]) == ("cpu", "float32", False)
+
+
+def test_seed_everything_repeats_random_numbers() -> None:
+    seed_everything(7)
+    first = torch.rand(4)
+    seed_everything(7)
+    assert torch.equal(first, torch.rand(4))
+
+
+def test_set_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from common_utils.runtime import Profile
+from common_utils.train import (
+    FinetuneRun,
+    course_sft_config,
+    finetune_extraction,
+    loss_history,
+    loss_reduction,
+    save_pretrained_atomic,
+)
+
+
+def test_loss_reduction() -> None:
+    history = [(1, 4.0), (2, 4.0), (3, 4.0), (4, 2.0), (5, 2.0), (6, 2.0)]
+    assert loss_reduction(history) == pytest.approx(0.5)
+    assert loss_reduction([(1, 2.0), (2, 3.0), (3, 1.0)], window=1) == pytest.approx(0.5)
+    assert loss_reduction([(1, 1.0), (2, 2.0)], window=1) == pytest.approx(-1.0), "a rising loss is negative"
+
+
+def test_loss_reduction_needs_two_windows() -> None:
+    with pytest.raises(ValueError, match="at least 6 logged losses, got 5"):
+        loss_reduction([(i, 1.0) for i in range(5)])
+
+
+def test_loss_history_keeps_only_loss_entries() -> None:
+    log = [{"step": 1, "loss": 2.0, "grad_norm": 1.0}, {"step": 2, "loss": 1.5}, {"step": 2, "train_runtime": 3.0}]
+    trainer = SimpleNamespace(state=SimpleNamespace(log_history=log))
+    assert loss_history(trainer) == [(1, 2.0), (2, 1.5)]
+
+
+class _Writer:
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+
+    def save_pretrained(self, folder: Path) -> None:
+        (Path(folder) / self.filename).write_text(self.filename)
+
+
+class _CrashingWriter:
+    def save_pretrained(self, folder: Path) -> None:
+        (Path(folder) / "half-written.bin").write_text("partial")
+        raise OSError("disk full")
+
+
+def test_save_pretrained_atomic_replaces_the_folder(tmp_path: Path) -> None:
+    target = tmp_path / "adapter"
+    assert save_pretrained_atomic(target, _Writer("model.bin"), _Writer("tokenizer.json")) == target
+    assert sorted(p.name for p in target.iterdir()) == ["model.bin", "tokenizer.json"]
+    save_pretrained_atomic(target, _Writer("new.bin"))
+    assert sorted(p.name for p in target.iterdir()) == ["new.bin"]
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"], "no temporary folder may be left"
+
+
+def test_save_pretrained_atomic_keeps_the_old_folder_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "adapter"
+    save_pretrained_atomic(target, _Writer("model.bin"))
+    with pytest.raises(OSError, match="disk full"):
+        save_pretrained_atomic(target, _Writer("other.bin"), _CrashingWriter())
+    assert sorted(p.name for p in target.iterdir()) == ["model.bin"]
+    assert (target / "model.bin").read_text() == "model.bin"
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"], "no temporary folder may be left"
+
+
+def test_course_sft_config_takes_sizes_from_the_profile(profile: Profile, tmp_path: Path) -> None:
+    config = course_sft_config(profile, tmp_path)
+    assert config.output_dir == str(tmp_path)
+    assert config.max_steps == profile.train_steps
+    assert config.per_device_train_batch_size == profile.batch_size
+    assert config.learning_rate == profile.learning_rate
+    assert config.max_length == profile.max_length
+    assert config.seed == profile.seed
+    assert config.activation_checkpointing is False, "checkpointing only costs time at course sizes"
+    assert not config.gradient_checkpointing
+
+
+def test_course_sft_config_overrides(profile: Profile, tmp_path: Path) -> None:
+    config = course_sft_config(profile, tmp_path, max_steps=3, learning_rate=5e-4)
+    assert (config.max_steps, config.learning_rate) == (3, 5e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# One real (tiny) training run, then the same run again, which must resume rather than retrain.
+# ------------------------------------------------------------------------------------------------
+TRAIN_STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lora-run")
+
+
+@pytest.fixture(scope="module")
+def first_run(profile: Profile, run_dir: Path) -> FinetuneRun:
+    tiny = profile.with_overrides(train_steps=TRAIN_STEPS, batch_size=2)
+    return finetune_extraction("lora", tiny, run_dir, r=2)
+
+
+@pytest.fixture(scope="module")
+def second_run(first_run: FinetuneRun, profile: Profile, run_dir: Path) -> tuple[FinetuneRun, str]:
+    tiny = profile.with_overrides(train_steps=TRAIN_STEPS, batch_size=2)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        run = finetune_extraction("lora", tiny, run_dir, r=2)
+    return run, stdout.getvalue()
+
+
+@pytest.mark.slow
+def test_finetune_extraction_trains_and_saves(first_run: FinetuneRun, run_dir: Path) -> None:
+    adapter_config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 2
+    assert first_run.adapter_dir == run_dir / "adapter"
+    assert first_run.trainer.state.global_step == TRAIN_STEPS
+    assert [step for step, _ in first_run.history] == [1, 2]
+    assert all(math.isfinite(loss) and loss > 0 for _, loss in first_run.history)
+    assert (run_dir / "checkpoints" / f"checkpoint-{TRAIN_STEPS}").is_dir()
+    assert first_run.seconds > 0 and first_run.peak.peak_rss_mb > 0
+    assert first_run.model.config.use_cache, "the KV cache must be back on for generation"
+
+
+@pytest.mark.slow
+def test_same_run_again_resumes(second_run: tuple[FinetuneRun, str], run_dir: Path) -> None:
+    _, stdout = second_run
+    assert "Resuming" in stdout, stdout
+    assert list((run_dir / "checkpoints").glob("checkpoint-*")), "the checkpoint folder must exist"
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_same_run_again_takes_no_new_step(second_run: tuple[FinetuneRun, str]) -> None:
+    run, _ = second_run
+    assert run.trainer.state.global_step == TRAIN_STEPS
+    assert len(run.history) == TRAIN_STEPS
