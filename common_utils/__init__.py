@@ -12,6 +12,7 @@ Rooms:
     evaluation    batched generation, exact match, JSON validity, perplexity
     monitor       memory (RSS, CUDA peak), timers, parameter counts, metrics files
     plots         the course chart style and shared charts
+    artifacts     atomic saves of models, adapters and tokenizers
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ _EXPORTS = {
     "data": ["DATASET_SCHEMAS", "DatasetFormatError", "validate_jsonl", "load_course_dataset",
              "extraction_messages", "to_prompt_completion", "loss_token_table"],
     "train": ["course_sft_config", "make_sft_trainer", "run_sft", "train_sft", "extraction_train_set", "FinetuneRun",
-              "finetune_extraction", "loss_history", "loss_reduction", "save_pretrained_atomic"],
+              "finetune_extraction", "loss_history", "loss_reduction"],
+    "artifacts": ["save_pretrained_atomic"],
     "evaluation": ["generate_batch", "parse_json_object", "score_extraction", "perplexity"],
     "monitor": ["ParamCount", "count_parameters", "process_rss_mb", "cuda_peak_mb", "track_peak_memory",
                 "Timer", "dir_size_mb", "write_metrics", "read_metrics"],

@@ -15,10 +15,8 @@ import importlib.metadata as md
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -129,6 +127,8 @@ def _convert_gguf(spec: ModelSpec, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .artifacts import save_pretrained_atomic
+
     source_dir = _package_dir(spec.location)
     assert source_dir is not None
     print(f"Converting {spec.file} to safetensors in {target} (once, ~40 s on 2 CPU cores) ...")
@@ -142,17 +142,7 @@ def _convert_gguf(spec: ModelSpec, target: Path) -> None:
     config.name_or_path = spec.key
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict(), strict=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec.key}-"))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    save_pretrained_atomic(target, model, tokenizer)
 
 
 def verify_causal_lm(checkpoint: str | Path) -> str:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +143,7 @@ def finetune_extraction(method: str, profile, output_dir: str | Path, quantizati
     the PEFT method, SFT on the course extraction task, save the adapter to `output_dir/adapter`.
 
     Later stages call it to rebuild a missing adapter, so every stage runs on its own."""
+    from .artifacts import save_pretrained_atomic
     from .models import load_causal_lm
     from .monitor import Timer, track_peak_memory
     from .peft_methods import apply_peft
@@ -175,21 +174,3 @@ def loss_reduction(history: list[tuple[int, float]], window: int = 3) -> float:
 def loss_history(trainer) -> list[tuple[int, float]]:
     """(step, training loss) pairs logged by the trainer."""
     return [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
-
-
-def save_pretrained_atomic(path: str | Path, *objects) -> Path:
-    """`save_pretrained` of each object (model, adapter, tokenizer) into a temporary sibling folder,
-    then swap it in, so an interrupted save never leaves a half-written artifact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
-    try:
-        for obj in objects:
-            obj.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path

@@ -52,12 +52,14 @@ def report(argv: list[str]) -> int:
     if not REPORT.exists():
         print("No notebook run recorded yet: run `make test` or `make smoke LAB=...` first.")
         return 1
+    # junit classnames are paths with "/" turned into "."; folder names may contain dots themselves
+    by_classname = {str(p.relative_to(ROOT)).replace("/", "."): str(p.relative_to(ROOT)) for p in find_notebooks([])}
     rows = []
     for case in ET.parse(REPORT).getroot().iter("testcase"):
         status = "failed" if case.find("failure") is not None or case.find("error") is not None else (
             "skipped" if case.find("skipped") is not None else "passed")
-        name = case.get("classname", "").replace(".", "/") or case.get("name", "")
-        rows.append((float(case.get("time", 0)), status, case.get("file") or name))
+        classname = case.get("classname", "")
+        rows.append((float(case.get("time", 0)), status, by_classname.get(classname, classname)))
     rows.sort(reverse=True)
     total = sum(r[0] for r in rows)
     lines = ["| seconds | status | notebook |", "| ---: | --- | --- |"]

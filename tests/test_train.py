@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from common_utils.artifacts import save_pretrained_atomic
 from common_utils.runtime import Profile
 from common_utils.train import (
     FinetuneRun,
@@ -16,7 +17,6 @@ from common_utils.train import (
     finetune_extraction,
     loss_history,
     loss_reduction,
-    save_pretrained_atomic,
 )
 
 

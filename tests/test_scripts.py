@@ -1,0 +1,40 @@
+"""The maintainer scripts: rendering measured numbers into READMEs, and the notebook runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_render_metrics_fills_the_measured_block(tmp_path: Path) -> None:
+    render_metrics = _load("render_metrics")
+    lab = tmp_path / "Lab-99-Test"
+    (lab / "outputs").mkdir(parents=True)
+    (lab / "outputs" / "metrics.json").write_text(json.dumps({"base": {"exact_match": 0.125, "n": 40}}))
+    (lab / "README.md").write_text("intro\n<!-- measured:start -->\nold\n<!-- measured:end -->\noutro\n")
+    assert render_metrics.render(lab)
+    text = (lab / "README.md").read_text()
+    assert "| `base.exact_match` | 0.125 |" in text and "| `base.n` | 40 |" in text
+    assert "old" not in text and text.startswith("intro") and text.endswith("outro\n")
+
+
+def test_render_metrics_skips_a_lab_without_metrics(tmp_path: Path) -> None:
+    assert not _load("render_metrics").render(tmp_path)
+
+
+def test_notebook_runner_refuses_an_empty_selection(tmp_path: Path) -> None:
+    notebooks = _load("notebooks")
+    assert notebooks.find_notebooks([str(tmp_path)]) == []
+    assert notebooks.run([str(tmp_path)]) == 1
