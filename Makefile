@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 COURSE_PROFILE=smoke
 PORT ?= 8888
+# Jupyter refuses to run as root (containers, cloud VMs) unless told to.
+JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: install provision lab test unit notebooks smoke timing lint doctor clean-outputs
 
@@ -25,7 +27,7 @@ doctor: install
 
 lab: provision
 	@echo "Starting JupyterLab: open the http://127.0.0.1:$(PORT)/lab?token=... URL printed below."
-	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) --notebook-dir=.
+	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) --notebook-dir=. $(JUPYTER_ROOT)
 
 unit: provision
 	$(OFFLINE) $(PY) -m pytest tests -q

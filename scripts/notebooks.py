@@ -10,6 +10,7 @@ an earlier stage wrote. No notebook found is an error, never a silent pass (pyte
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -54,8 +55,11 @@ def report(argv: list[str]) -> int:
         return 1
     # junit classnames are paths with "/" turned into "."; folder names may contain dots themselves
     by_classname = {str(p.relative_to(ROOT)).replace("/", "."): str(p.relative_to(ROOT)) for p in find_notebooks([])}
+    root = ET.parse(REPORT).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    started = suite.get("timestamp", "unknown time")[:16] if suite is not None else "unknown time"
     rows = []
-    for case in ET.parse(REPORT).getroot().iter("testcase"):
+    for case in root.iter("testcase"):
         status = "failed" if case.find("failure") is not None or case.find("error") is not None else (
             "skipped" if case.find("skipped") is not None else "passed")
         classname = case.get("classname", "")
@@ -74,7 +78,8 @@ def report(argv: list[str]) -> int:
         Path(args.write).write_text(
             "# Notebook timings (smoke profile)\n\n"
             "Rendered by `python scripts/notebooks.py report --write docs/notebook_timings.md` from the last "
-            "`make test` run (junit XML, per-notebook wall seconds including kernel start). "
+            f"`make test` run, started {started} UTC on a machine with {os.cpu_count()} CPU cores (junit XML, "
+            "per-notebook wall seconds including kernel start). "
             f"Budget: {BUDGET_S:.0f} s per notebook (⚠ marks overruns).\n\n" + table + "\n", encoding="utf-8")
     return 0
 
