@@ -45,7 +45,7 @@ timing:
 	@$(PY) scripts/notebooks.py report
 
 lint: install
-	$(VENV)/bin/ruff check common_utils tests scripts datasets
+	$(VENV)/bin/ruff check .
 
 clean-outputs:
 	find . -path ./$(VENV) -prune -o -type d -name outputs -print -exec rm -rf {} +
