@@ -49,14 +49,23 @@ def course_sft_config(profile, output_dir: str | Path, **overrides: Any):
 
 
 def _fingerprint(config, peft_config, n_examples: int, model) -> str:
-    """Hash of what makes two runs the same run: checkpoints of another run must not be resumed."""
+    """Hash of what makes two runs the same run: checkpoints of another run must not be resumed.
+
+    Stable across processes: peft stores target modules as a set, whose order changes between
+    interpreter runs, so sets are sorted before hashing."""
     keys = ["max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
             "max_length", "seed", "lr_scheduler_type"]
-    payload = {k: str(getattr(config, k, None)) for k in keys}
-    payload["peft"] = str(peft_config)
+    payload: dict[str, Any] = {k: str(getattr(config, k, None)) for k in keys}
+    configs = peft_config.items() if isinstance(peft_config, dict) else [("default", peft_config)]
+    payload["peft"] = {name: cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg) for name, cfg in configs}
     payload["examples"] = n_examples
     payload["model"] = getattr(model, "course_model_key", type(model).__name__)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    payload["quantized"] = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+    def jsonable(value: Any) -> Any:
+        return sorted(map(str, value)) if isinstance(value, (set, frozenset)) else str(value)
+
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=jsonable).encode()).hexdigest()[:16]
 
 
 def _checkpoint_step(checkpoint: str) -> int:

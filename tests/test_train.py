@@ -4,6 +4,9 @@ import contextlib
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -140,3 +143,22 @@ def test_same_run_again_takes_no_new_step(second_run: tuple[FinetuneRun, str]) -
     run, _ = second_run
     assert run.trainer.state.global_step == TRAIN_STEPS
     assert len(run.history) == TRAIN_STEPS
+
+
+def test_run_fingerprint_is_stable_across_processes(profile: Profile, tmp_path: Path) -> None:
+    """peft keeps target modules in a set; its order depends on PYTHONHASHSEED. A fingerprint that
+    changed between kernels would make every interrupted run start over instead of resuming."""
+    script = (
+        "from peft import LoraConfig\n"
+        "from common_utils import get_profile, course_sft_config\n"
+        "from common_utils.train import _fingerprint\n"
+        f"config = course_sft_config(get_profile('smoke'), {str(tmp_path)!r})\n"
+        "lora = LoraConfig(target_modules={'q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj'})\n"
+        "print(_fingerprint(config, {'default': lora}, 400, object()))\n"
+    )
+    prints = {
+        subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
+                       capture_output=True, text=True, check=True).stdout.strip()
+        for seed in ["1", "2", "3"]
+    }
+    assert len(prints) == 1, prints
