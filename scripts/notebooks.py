@@ -5,6 +5,11 @@
 
 Notebooks of one lab run in file order in one pytest process, so a later stage finds the artifacts
 an earlier stage wrote. No notebook found is an error, never a silent pass (pytest exit 5).
+
+A lab may declare what it needs in `lab.yaml` beside its README:
+    accelerator: cpu | cuda     # cuda: the lab is skipped, with this reason printed, without CUDA
+    requires: [fastapi, ...]    # importable modules beyond the default install (optional extras)
+    min_vram_gb: 16             # the GPU its full profile is designed for
 """
 
 from __future__ import annotations
@@ -21,6 +26,34 @@ CHAPTERS = ["00-Course_Setup", "01-Core_Training_Techniques", "02-Efficient_Infe
             "03-Model_Compression", "04-Evaluation_and_Data_Engineering"]
 REPORT = ROOT / ".course_reports" / "notebooks.xml"
 BUDGET_S = 90.0
+LAB_KEYS = {"accelerator": str, "requires": list, "min_vram_gb": (int, float)}
+
+
+def lab_requirements(notebook: Path) -> dict:
+    """The nearest lab.yaml above a notebook (inside the repository), or {} when it declares none."""
+    import yaml
+
+    for folder in notebook.resolve().parents:
+        if (folder / "lab.yaml").exists():
+            return yaml.safe_load((folder / "lab.yaml").read_text(encoding="utf-8")) or {}
+        if folder == ROOT:
+            break
+    return {}
+
+
+def unmet_requirement(requirements: dict) -> str | None:
+    """Why this machine cannot run a lab with these requirements, or None if it can."""
+    import importlib.util
+
+    if requirements.get("accelerator") == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "needs CUDA (lab.yaml: accelerator: cuda); this machine has none"
+    missing = [m for m in requirements.get("requires", []) if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"needs {', '.join(missing)} (lab.yaml: requires); install the lab's extra first"
+    return None
 
 
 def find_notebooks(paths: list[str]) -> list[Path]:
@@ -33,10 +66,20 @@ def find_notebooks(paths: list[str]) -> list[Path]:
 
 
 def run(paths: list[str]) -> int:
-    notebooks = find_notebooks(paths)
-    if not notebooks:
+    found = find_notebooks(paths)
+    if not found:
         print(f"No notebooks found under {paths or CHAPTERS}: nothing was tested.", file=sys.stderr)
         return 1
+    notebooks = []
+    for notebook in found:
+        reason = unmet_requirement(lab_requirements(notebook))
+        if reason:
+            print(f"SKIPPED {notebook.relative_to(ROOT)}: {reason}")
+        else:
+            notebooks.append(notebook)
+    if not notebooks:
+        print("Every selected notebook was skipped for the reasons above.")
+        return 0
     REPORT.parent.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=900", "-p", "no:cacheprovider",
                "-o", "testpaths=", f"--junitxml={REPORT}", "-q", *map(str, notebooks)]

@@ -138,3 +138,19 @@ def test_lab_has_readme_and_four_stages(lab: Path) -> None:
 @pytest.mark.parametrize("chapter", [c for c in CHAPTERS if any(lab.is_relative_to(c) for lab in LABS)], ids=_rel)
 def test_chapter_with_labs_has_theory(chapter: Path) -> None:
     assert (chapter / "01-Theory").is_dir(), f"{_rel(chapter)}: has labs but no 01-Theory folder"
+
+
+@pytest.mark.parametrize("lab", LABS, ids=_rel)
+def test_lab_yaml_is_well_formed(lab: Path) -> None:
+    """Every lab declares its needs in lab.yaml, with known keys of the right types."""
+    import yaml
+
+    path = lab / "lab.yaml"
+    assert path.exists(), f"{_rel(lab)} has no lab.yaml (accelerator, requires, min_vram_gb): see docs/AUTHORING.md"
+    declared = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = set(declared) - set(RUNNER.LAB_KEYS)
+    assert not unknown, f"{_rel(path)}: unknown keys {sorted(unknown)}; allowed: {sorted(RUNNER.LAB_KEYS)}"
+    for key, kind in RUNNER.LAB_KEYS.items():
+        if key in declared:
+            assert isinstance(declared[key], kind), f"{_rel(path)}: {key} should be {kind}"
+    assert declared.get("accelerator") in {"cpu", "cuda"}, f"{_rel(path)}: accelerator must be cpu or cuda"

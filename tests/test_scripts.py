@@ -38,3 +38,25 @@ def test_notebook_runner_refuses_an_empty_selection(tmp_path: Path) -> None:
     notebooks = _load("notebooks")
     assert notebooks.find_notebooks([str(tmp_path)]) == []
     assert notebooks.run([str(tmp_path)]) == 1
+
+
+def test_lab_yaml_is_read_from_the_nearest_lab_folder(tmp_path: Path, monkeypatch) -> None:
+    notebooks = _load("notebooks")
+    monkeypatch.setattr(notebooks, "ROOT", tmp_path)
+    lab = tmp_path / "Lab-99-Gpu"
+    (lab / "sub").mkdir(parents=True)
+    (lab / "lab.yaml").write_text("accelerator: cuda\nrequires: [no_such_module_xyz]\n")
+    requirements = notebooks.lab_requirements(lab / "sub" / "01-Setup.ipynb")
+    assert requirements["accelerator"] == "cuda"
+    assert notebooks.lab_requirements(tmp_path / "01-Other.ipynb") == {}
+
+
+def test_unmet_requirements_name_the_reason() -> None:
+    notebooks = _load("notebooks")
+    assert notebooks.unmet_requirement({}) is None
+    assert notebooks.unmet_requirement({"accelerator": "cpu", "requires": ["json"]}) is None
+    assert "no_such_module_xyz" in notebooks.unmet_requirement({"requires": ["no_such_module_xyz"]})
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "CUDA" in notebooks.unmet_requirement({"accelerator": "cuda"})
