@@ -77,7 +77,8 @@ def lora_param_formula(model, r: int, target_modules: list[str] | None = None) -
     return total
 
 
-def _is_quantized(model) -> bool:
+def is_quantized(model) -> bool:
+    """True for a bitsandbytes 4-bit or 8-bit model (QLoRA's base)."""
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
 
@@ -88,10 +89,10 @@ def apply_peft(model, method: str, profile=None, **overrides: Any):
     spec = PEFT_METHODS.get(method)
     if spec is None:
         raise KeyError(f"Unknown PEFT method {method!r}; available: {', '.join(PEFT_METHODS)}")
-    if spec.needs_quantized_base and not _is_quantized(model):
+    if spec.needs_quantized_base and not is_quantized(model):
         raise ValueError(f"{method} trains over a quantized base. Load it with "
                          f"`load_causal_lm(key, quantization='4bit')` first.")
-    if _is_quantized(model):
+    if is_quantized(model):
         # fp32 norms/embeddings for stable training; no gradient checkpointing at course sizes (slower)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, make_peft_config(method, profile, **overrides))

@@ -53,6 +53,8 @@ def _fingerprint(config, peft_config, n_examples: int, model) -> str:
 
     Stable across processes: peft stores target modules as a set, whose order changes between
     interpreter runs, so sets are sorted before hashing."""
+    from .peft_methods import is_quantized
+
     keys = ["max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
             "max_length", "seed", "lr_scheduler_type"]
     payload: dict[str, Any] = {k: str(getattr(config, k, None)) for k in keys}
@@ -60,7 +62,7 @@ def _fingerprint(config, peft_config, n_examples: int, model) -> str:
     payload["peft"] = {name: cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg) for name, cfg in configs}
     payload["examples"] = n_examples
     payload["model"] = getattr(model, "course_model_key", type(model).__name__)
-    payload["quantized"] = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+    payload["quantized"] = is_quantized(model)
 
     def jsonable(value: Any) -> Any:
         return sorted(map(str, value)) if isinstance(value, (set, frozenset)) else str(value)
@@ -168,6 +170,17 @@ def finetune_extraction(method: str, profile, output_dir: str | Path, quantizati
         run_sft(trainer)
     adapter_dir = save_pretrained_atomic(output_dir / "adapter", trainer.model, tokenizer)
     return FinetuneRun(trainer.model, tokenizer, trainer, loss_history(trainer), timer.seconds, peak, adapter_dir)
+
+
+def ensure_adapter(method: str, profile, run_dir: str | Path, **finetune_kwargs: Any) -> Path:
+    """`run_dir/adapter` if an earlier stage saved it; otherwise say so and rebuild it with
+    finetune_extraction, the recipe 02-Train uses, so a later stage runs on its own."""
+    adapter_dir = Path(run_dir) / "adapter"
+    if not (adapter_dir / "adapter_config.json").exists():
+        print(f"{adapter_dir} not found: 02-Train has not run here. Rebuilding it with finetune_extraction "
+              f"(the same recipe as 02-Train, {finetune_kwargs.get('max_steps') or profile.train_steps} steps) ...")
+        finetune_extraction(method, profile, run_dir, **finetune_kwargs)
+    return adapter_dir
 
 
 def loss_reduction(history: list[tuple[int, float]], window: int = 3) -> float:

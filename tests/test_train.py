@@ -162,3 +162,22 @@ def test_run_fingerprint_is_stable_across_processes(profile: Profile, tmp_path: 
         for seed in ["1", "2", "3"]
     }
     assert len(prints) == 1, prints
+
+
+def test_ensure_adapter_reuses_a_saved_adapter(profile: Profile, tmp_path: Path, monkeypatch) -> None:
+    import common_utils.train as train
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    monkeypatch.setattr(train, "finetune_extraction", lambda *a, **k: pytest.fail("must not retrain"))
+    assert train.ensure_adapter("lora", profile, tmp_path) == tmp_path / "adapter"
+
+
+def test_ensure_adapter_rebuilds_a_missing_adapter(profile: Profile, tmp_path: Path, monkeypatch, capsys) -> None:
+    import common_utils.train as train
+
+    calls = []
+    monkeypatch.setattr(train, "finetune_extraction", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert train.ensure_adapter("qlora", profile, tmp_path, quantization="4bit") == tmp_path / "adapter"
+    assert calls == [(("qlora", profile, tmp_path), {"quantization": "4bit"})]
+    assert "not found" in capsys.readouterr().out
