@@ -70,10 +70,6 @@ def _fingerprint(config, peft_config, n_examples: int, model) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=jsonable).encode()).hexdigest()[:16]
 
 
-def _checkpoint_step(checkpoint: str) -> int:
-    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
-
-
 def _resume_point(output_dir: Path, fingerprint: str) -> str | None:
     """Last checkpoint of the *same* run, or None. A different run's checkpoints are removed."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -111,12 +107,13 @@ def run_sft(trainer, resume: bool = True):
     checkpoint = _resume_point(output_dir, fingerprint) if resume else None
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RUN_FINGERPRINT).write_text(json.dumps({"fingerprint": fingerprint}))
-    if checkpoint and _checkpoint_step(checkpoint) >= trainer.args.max_steps:
-        # The run already finished: Trainer.train() would take one step past max_steps, so only load it.
-        from transformers.trainer_callback import TrainerState
+    from transformers.trainer_callback import TrainerState
 
+    saved = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json")) if checkpoint else None
+    if saved is not None and saved.global_step >= trainer.args.max_steps:
+        # The run already finished: Trainer.train() would take one step past max_steps, so only load it.
         trainer._load_from_checkpoint(checkpoint)
-        trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        trainer.state = saved
     else:
         trainer.train(resume_from_checkpoint=checkpoint)
     trainer.model.config.use_cache = True  # TRL disables the KV cache for training; generation needs it
