@@ -27,7 +27,7 @@ _EXPORTS = {
                 "set_threads", "describe_runtime"],
     "models": ["MODEL_REGISTRY", "ModelSpec", "ModelNotProvisionedError", "provision", "model_path",
                "load_tokenizer", "load_causal_lm", "load_encoder"],
-    "peft_methods": ["PEFT_METHODS", "register_method", "make_peft_config", "apply_peft", "lora_param_formula", "is_quantized"],
+    "peft_methods": ["PEFT_METHODS", "register_method", "get_method", "make_peft_config", "apply_peft", "lora_param_formula", "is_quantized"],
     "data": ["DATASET_SCHEMAS", "DatasetFormatError", "validate_jsonl", "load_course_dataset",
              "extraction_messages", "to_prompt_completion", "loss_token_table"],
     "train": ["course_sft_config", "make_sft_trainer", "run_sft", "train_sft", "extraction_train_set", "FinetuneRun",

@@ -1,8 +1,9 @@
 """One factory for the course's PEFT methods.
 
-Each method is registered once with its family and paper, and a builder that returns a peft config
-(or, for methods peft lacks, applies itself). Labs call `apply_peft(model, "lora")`; a new method
-slots in with `@register_method(...)` without touching the labs that already exist.
+Each method is registered once with its family and paper, and either a builder that returns a peft
+config or, for methods peft lacks (bottleneck adapters, BitFit), a function that applies the method
+to a model itself (`applies_itself=True`). Labs call `apply_peft(model, "lora")`; a new method slots
+in with `@register_method(...)` without touching the labs that already exist.
 """
 
 from __future__ import annotations
@@ -17,18 +18,23 @@ class PeftMethod:
     name: str
     family: str  # additive | selective | reparameterized
     paper: str  # title (authors, year)
-    build_config: Callable[..., Any]
+    build: Callable[..., Any]  # returns a peft config, or (applies_itself) the wrapped model
     needs_quantized_base: bool = False
+    applies_itself: bool = False
 
 
 PEFT_METHODS: dict[str, PeftMethod] = {}
 
 
-def register_method(name: str, family: str, paper: str, needs_quantized_base: bool = False):
-    """Decorator adding a config builder to PEFT_METHODS."""
+def register_method(name: str, family: str, paper: str, needs_quantized_base: bool = False,
+                    applies_itself: bool = False):
+    """Decorator adding a method to PEFT_METHODS.
+
+    The decorated function is `build(**overrides) -> peft config`, or, with applies_itself=True,
+    `build(model, **overrides) -> model` for methods peft does not implement."""
 
     def decorate(build: Callable[..., Any]) -> Callable[..., Any]:
-        PEFT_METHODS[name] = PeftMethod(name, family, paper, build, needs_quantized_base)
+        PEFT_METHODS[name] = PeftMethod(name, family, paper, build, needs_quantized_base, applies_itself)
         return build
 
     return decorate
@@ -51,13 +57,26 @@ def _qlora_config(**kwargs: Any):
     return _lora_config(**kwargs)
 
 
-def make_peft_config(method: str, profile=None, **overrides: Any):
-    """The method's peft config; LoRA-family sizes default to the profile's lora_r / lora_alpha."""
+def get_method(method: str) -> PeftMethod:
+    """The registered method, or a KeyError listing the available ones."""
     if method not in PEFT_METHODS:
         raise KeyError(f"Unknown PEFT method {method!r}; available: {', '.join(PEFT_METHODS)}")
-    if profile is not None and PEFT_METHODS[method].family == "reparameterized":
-        overrides = {"r": profile.lora_r, "lora_alpha": profile.lora_alpha, **overrides}
-    return PEFT_METHODS[method].build_config(**overrides)
+    return PEFT_METHODS[method]
+
+
+def _with_profile_defaults(spec: PeftMethod, profile, overrides: dict[str, Any]) -> dict[str, Any]:
+    """LoRA-family sizes default to the profile's lora_r / lora_alpha; explicit overrides win."""
+    if profile is not None and spec.name in ("lora", "qlora"):
+        return {"r": profile.lora_r, "lora_alpha": profile.lora_alpha, **overrides}
+    return overrides
+
+
+def make_peft_config(method: str, profile=None, **overrides: Any):
+    """The method's peft config (only for methods peft implements)."""
+    spec = get_method(method)
+    if spec.applies_itself:
+        raise TypeError(f"{method} is not a peft config method; use apply_peft(model, {method!r}).")
+    return spec.build(**_with_profile_defaults(spec, profile, overrides))
 
 
 def lora_param_formula(model, r: int, target_modules: list[str] | None = None) -> int:
@@ -86,13 +105,13 @@ def apply_peft(model, method: str, profile=None, **overrides: Any):
     """Wrap `model` with the method's trainable parameters; everything else is frozen."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    spec = PEFT_METHODS.get(method)
-    if spec is None:
-        raise KeyError(f"Unknown PEFT method {method!r}; available: {', '.join(PEFT_METHODS)}")
+    spec = get_method(method)
     if spec.needs_quantized_base and not is_quantized(model):
         raise ValueError(f"{method} trains over a quantized base. Load it with "
                          f"`load_causal_lm(key, quantization='4bit')` first.")
     if is_quantized(model):
         # fp32 norms/embeddings for stable training; no gradient checkpointing at course sizes (slower)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if spec.applies_itself:
+        return spec.build(model, **_with_profile_defaults(spec, profile, overrides))
     return get_peft_model(model, make_peft_config(method, profile, **overrides))

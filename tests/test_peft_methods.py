@@ -63,3 +63,23 @@ def test_lora_trainable_parameters_match_the_formula(tiny_lm, profile: Profile) 
     assert (counted.trainable, counted.total) == peft_model.get_nb_trainable_parameters()
     assert not hasattr(model, "peft_config"), "the shared fixture model must not be wrapped"
     assert all(p.requires_grad for p in model.parameters()), "the shared fixture model must not be frozen"
+
+
+def test_a_method_that_applies_itself_is_called_with_the_model():
+    from common_utils import peft_methods
+
+    calls = []
+
+    @peft_methods.register_method("_probe", "additive", "probe (test, 2026)", applies_itself=True)
+    def _probe(model, scale: float = 1.0):
+        calls.append((model, scale))
+        return model
+
+    try:
+        sentinel = object()
+        assert peft_methods.apply_peft(sentinel, "_probe", scale=2.0) is sentinel
+        assert calls == [(sentinel, 2.0)]
+        with pytest.raises(TypeError, match="apply_peft"):
+            peft_methods.make_peft_config("_probe")
+    finally:
+        peft_methods.PEFT_METHODS.pop("_probe")
