@@ -172,11 +172,12 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed(backend: str | None = None) -> DistContext:
+def init_distributed(backend: str | None = None, force_cpu: bool = False) -> DistContext:
     """Join the process group torchrun prepared (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment).
 
     NCCL when CUDA is available (each rank on its own GPU), gloo on CPU; on CPU each rank uses one
-    thread, because torchrun's ranks share the machine's cores."""
+    thread, because torchrun's ranks share the machine's cores. `force_cpu` keeps demos that need a
+    fixed number of ranks (e.g. two pipeline stages) on CPU even on a machine with fewer GPUs."""
     import torch
     import torch.distributed as dist
 
@@ -184,7 +185,7 @@ def init_distributed(backend: str | None = None) -> DistContext:
         raise RuntimeError("RANK is not set: start this script with torchrun (or common_utils.launch), "
                            "not with plain python")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not force_cpu:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:

@@ -304,7 +304,7 @@ def main() -> None:
     parser.add_argument("--micro-batches", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    ctx = init_distributed()
+    ctx = init_distributed(force_cpu=True)  # the demos need 2 ranks; tiny models run on CPU (gloo) everywhere
     result = PARTS[args.part](ctx, args)
     if ctx.is_main:
         write_metrics(args.out, args.part, {"world_size": ctx.world_size, "backend": ctx.backend, **result})
