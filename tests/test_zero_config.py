@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from common_utils.zero_config import GB, deepspeed_config, model_state_bytes_per_gpu, plan_zero
+# deepspeed is part of the default install (the `distributed` extra of scripts/install.sh): no skip
+from deepspeed.runtime.zero import stage3 as deepspeed_zero3
+from deepspeed.runtime.zero import stage_1_and_2 as deepspeed_zero2
 
-deepspeed_zero2 = pytest.importorskip("deepspeed.runtime.zero.stage_1_and_2")
-deepspeed_zero3 = pytest.importorskip("deepspeed.runtime.zero.stage3")
+from common_utils.zero_config import GB, deepspeed_config, model_state_bytes_per_gpu, plan_zero
 
 CASES = [(135_000_000, 28_311_552, 1), (135_000_000, 28_311_552, 2), (7_000_000_000, 131_072_000, 8),
          (70_000_000_000, 1_050_000_000, 8), (1_500_000_000, 136_000_000, 4)]
