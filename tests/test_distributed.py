@@ -15,6 +15,7 @@ import torch
 
 from common_utils.distributed import (
     DistributedLaunchError,
+    ensure_launched,
     extraction_lm_blocks,
     first_error,
     free_port,
@@ -119,3 +120,14 @@ def test_extraction_lm_blocks_are_full_length(tiny_lm) -> None:
     _, tokenizer = tiny_lm
     blocks = extraction_lm_blocks(tokenizer, "train", seq_len=32, max_blocks=5)
     assert blocks.shape == (5, 32) and blocks.dtype == torch.long
+
+
+def test_ensure_launched_reuses_or_rebuilds(tmp_path: Path, capsys) -> None:
+    artifact = tmp_path / "artifact.txt"
+    script = tmp_path / "make.py"
+    script.write_text(f"open({str(artifact)!r}, 'w').write('built')\n")
+    assert ensure_launched(artifact, script, nproc=1, log_path=tmp_path / "make.log", timeout_s=120) == artifact
+    assert artifact.read_text() == "built" and "missing" in capsys.readouterr().out
+    artifact.write_text("kept")
+    ensure_launched(artifact, script, nproc=1, log_path=tmp_path / "make.log", timeout_s=120)
+    assert artifact.read_text() == "kept" and "reusing" in capsys.readouterr().out
