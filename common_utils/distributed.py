@@ -127,17 +127,33 @@ def run_command(command: list[str], log_path: str | Path, timeout_s: float = 300
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
-    """Terminate the process group this module started (SIGTERM, then SIGKILL after 10 s)."""
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    """Stop the launcher this module started and every process below it (SIGTERM, then SIGKILL).
+
+    torchrun starts each worker in a session of its own, so signalling the launcher's process group
+    is not enough if the launcher dies first: the descendants are collected by pid beforehand."""
+    import psutil
+
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            pass
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        for child in alive:
+            try:
+                child.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
         try:
-            proc.wait(timeout=wait_s)
-            return
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             continue
+        if not [c for c in descendants if c.is_running()]:
+            return
 
 
 def launch(script: str | Path, args: list[str] | None = None, nproc: int | None = None,

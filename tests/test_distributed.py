@@ -131,3 +131,17 @@ def test_ensure_launched_reuses_or_rebuilds(tmp_path: Path, capsys) -> None:
     artifact.write_text("kept")
     ensure_launched(artifact, script, nproc=1, log_path=tmp_path / "make.log", timeout_s=120)
     assert artifact.read_text() == "kept" and "reusing" in capsys.readouterr().out
+
+
+def test_timeout_stops_torchrun_workers(tmp_path: Path) -> None:
+    """torchrun puts workers in their own sessions: the timeout must still stop them."""
+    import psutil
+
+    script = tmp_path / "hang.py"
+    script.write_text("import os, time\nopen(os.environ['PIDFILE'] + os.environ['RANK'], 'w').write(str(os.getpid()))\n"
+                      "time.sleep(300)\n")
+    with pytest.raises(DistributedLaunchError, match="timed out"):
+        launch(script, nproc=2, log_path=tmp_path / "hang.log", timeout_s=20, env={"PIDFILE": str(tmp_path / "pid")})
+    pids = [int((tmp_path / f"pid{rank}").read_text()) for rank in range(2) if (tmp_path / f"pid{rank}").exists()]
+    assert pids, "the workers never started within the timeout; raise timeout_s in this test"
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
