@@ -13,6 +13,8 @@ Rooms:
     monitor       memory (RSS, CUDA peak), timers, parameter counts, metrics files
     plots         the course chart style and shared charts
     artifacts     atomic saves of models, adapters and tokenizers
+    distributed   torchrun launches from a notebook, and the helpers the launched scripts share
+    zero_config   DeepSpeed ZeRO stage/offload/micro-batch choice with its per-GPU memory estimate
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _EXPORTS = {
     "monitor": ["ParamCount", "count_parameters", "process_rss_mb", "cuda_peak_mb", "track_peak_memory",
                 "Timer", "dir_size_mb", "write_metrics", "read_metrics"],
     "plots": ["apply_course_style", "plot_loss_curves", "plot_bars"],
+    "distributed": ["launch", "ensure_launched", "DistributedLaunchError", "LaunchResult", "init_distributed", "finish_distributed"],
+    "zero_config": ["model_state_bytes_per_gpu", "plan_zero", "ZeroPlan", "deepspeed_config"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)

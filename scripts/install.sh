@@ -37,5 +37,7 @@ PY
   fi
 fi
 
-"${PIP[@]}" -c constraints.txt -e ".[dev]"
+# DS_BUILD_OPS=0: DeepSpeed installs without compiling its CUDA/C++ ops; the few it needs (e.g. the
+# CPU shared-memory comm op) are JIT-built with the system compiler on first use.
+DS_BUILD_OPS=0 "${PIP[@]}" -c constraints.txt -e ".[dev,distributed]"
 echo "Environment ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
