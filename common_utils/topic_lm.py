@@ -99,10 +99,9 @@ def topic_sft_config(profile, output_dir: str | Path):
 def train_topic_lora(profile, run_dir: str | Path) -> Path:
     """03-Apply_LoRA_and_Train in one call: LoRA SFT on the topic train split, adapter and tokenizer
     saved to `run_dir/adapter` atomically. Returns the adapter folder."""
+    from datasets import load_dataset
     from peft import get_peft_model
     from trl import SFTTrainer
-
-    from datasets import load_dataset
 
     from .artifacts import save_pretrained_atomic
     from .models import load_causal_lm
