@@ -193,6 +193,21 @@ def apply_peft(model, method: str, profile=None, **overrides: Any):
     return get_peft_model(model, make_peft_config(method, profile, **_with_model_defaults(method, model, overrides)))
 
 
+def ia3_scales(model) -> dict[str, list]:
+    """The learned (IA)^3 vectors of a peft model, per target (e.g. k_proj, v_proj, down_proj), in layer
+    order: `{"k_proj": [layer0 vector, layer1 vector, ...]}` as 1-D CPU tensors."""
+    scales: dict[str, list[tuple[int, Any]]] = {}
+    for name, parameter in model.named_parameters():
+        if ".ia3_l." not in name:
+            continue
+        module = name.split(".ia3_l.")[0]
+        layer = int(re.search(r"\.(\d+)\.", module).group(1))
+        scales.setdefault(module.rsplit(".", 1)[-1], []).append((layer, parameter.detach().float().flatten().cpu()))
+    if not scales:
+        raise ValueError("No (IA)^3 vectors in this model: apply_peft(model, 'ia3') or load an IA3 adapter first.")
+    return {target: [vector for _, vector in sorted(pairs, key=lambda pair: pair[0])] for target, pairs in scales.items()}
+
+
 def _model_type(model) -> str | None:
     return getattr(getattr(model, "config", None), "model_type", None)
 

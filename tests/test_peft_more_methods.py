@@ -168,3 +168,29 @@ def test_prompt_tuning_text_init_needs_a_tokenizer() -> None:
 def test_soft_prompts_get_a_larger_learning_rate(profile) -> None:
     assert default_learning_rate("lora", profile) == profile.learning_rate
     assert default_learning_rate("prompt_tuning", profile) > default_learning_rate("lora", profile)
+
+
+def test_ia3_scales_start_at_one_in_layer_order(tiny_llama) -> None:
+    from common_utils.peft_methods import ia3_scales
+
+    model = apply_peft(copy.deepcopy(tiny_llama), "ia3")
+    scales = ia3_scales(model)
+    assert sorted(scales) == ["down_proj", "k_proj", "v_proj"]
+    assert [len(vectors) for vectors in scales.values()] == [2, 2, 2]
+    assert scales["down_proj"][0].shape == (64,) and scales["k_proj"][0].shape == (16,)  # FFN input, kv width
+    assert all(torch.equal(v, torch.ones_like(v)) for vectors in scales.values() for v in vectors)
+    with pytest.raises(ValueError, match="ia3"):
+        ia3_scales(tiny_llama)
+
+
+def test_per_layer_distribution_plot_draws_one_line_per_series() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from common_utils.plots import plot_per_layer_distributions
+
+    figure = plot_per_layer_distributions({"a": [[1.0, 1.1], [0.9, 1.2], [1.0, 1.0]], "b": [[2.0], [2.1], [2.2]]},
+                                          ylabel="scale", title="t", reference=1.0)
+    lines = figure.axes[0].get_lines()
+    assert len(lines) == 3  # two medians + the reference line
+    assert list(lines[1].get_ydata()) == [2.0, 2.1, 2.2]
