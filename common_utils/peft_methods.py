@@ -60,6 +60,8 @@ def _qlora_config(**kwargs: Any):
 
 # Defaults of the methods below; the formulas in trainable_param_formula use the same ones.
 PROMPT_TOKENS = 20
+# Text initialisation of the course's soft prompts: a description of the extraction task.
+PROMPT_INIT_TEXT = "Extract the person's name, age and city from the sentence as a JSON object."
 PREFIX_TOKENS = 10
 ADAPTER_BOTTLENECK = 16
 # (IA)^3 scales keys, values and the feed-forward activation entering the FFN's output projection.

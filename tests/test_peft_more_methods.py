@@ -194,3 +194,15 @@ def test_per_layer_distribution_plot_draws_one_line_per_series() -> None:
     lines = figure.axes[0].get_lines()
     assert len(lines) == 3  # two medians + the reference line
     assert list(lines[1].get_ydata()) == [2.0, 2.1, 2.2]
+
+
+def test_median_seconds_times_the_call_and_rejects_zero_repeats() -> None:
+    import time
+
+    from common_utils.monitor import median_seconds
+
+    calls = []
+    seconds = median_seconds(lambda: (calls.append(1), time.sleep(0.01)), repeats=3, warmup=2)
+    assert len(calls) == 5 and 0.009 < seconds < 0.5
+    with pytest.raises(ValueError, match="repeats"):
+        median_seconds(lambda: None, repeats=0)
