@@ -29,7 +29,7 @@ _EXPORTS = {
                "load_tokenizer", "load_causal_lm", "load_encoder"],
     "peft_methods": ["PEFT_METHODS", "register_method", "get_method", "make_peft_config", "apply_peft", "lora_param_formula", "is_quantized",
                      "trainable_param_formula", "prefix_kv_dim", "default_learning_rate", "ia3_scales",
-                     "PROMPT_TOKENS", "PROMPT_INIT_TEXT"],
+                     "PROMPT_TOKENS", "PROMPT_INIT_TEXT", "PREFIX_TOKENS"],
     "adapters": ["AdapterConfig", "add_adapters", "has_adapters", "save_adapters", "load_adapters", "is_adapter_dir", "adapter_param_formula"],
     "data": ["DATASET_SCHEMAS", "DatasetFormatError", "validate_jsonl", "load_course_dataset",
              "extraction_messages", "to_prompt_completion", "loss_token_table"],
