@@ -36,10 +36,9 @@ class ClassifySizes:
     eval_batch_size: int = 64
 
 
-# Keyed by profile name. MiniLM steps are cheap (≈ 0.1 s at batch 16 on 2 CPU cores), so smoke can
-# afford enough steps for prompt methods to learn; full trains longer on a GPU.
+# Keyed by profile name. smoke: one epoch of the 320 training rows; full trains longer on a GPU.
 CLASSIFY_SIZES: dict[str, ClassifySizes] = {
-    "smoke": ClassifySizes(train_steps=60, batch_size=16, max_length=32),
+    "smoke": ClassifySizes(train_steps=20, batch_size=16, max_length=32),
     "full": ClassifySizes(train_steps=300, batch_size=32, max_length=64),
 }
 
@@ -102,13 +101,25 @@ def head_parameter_names(model) -> list[str]:
             if name.split(".")[0] in ("classifier", "score")]
 
 
-def prepare_classifier(model, method: str, profile=None, **overrides: Any):
+def method_name(method: Any) -> str:
+    """The name of a method given by name or as a peft config object (its peft_type, lower case)."""
+    if isinstance(method, str):
+        return method
+    return str(getattr(method.peft_type, "value", method.peft_type)).lower()
+
+
+def prepare_classifier(model, method: Any, profile=None, **overrides: Any):
     """Make `model` (an encoder with a sequence-classification head) train the way `method` says.
 
     "full": every weight trains. "head": only the head. Any registered PEFT method: applied through
-    the factory, with peft's SEQ_CLS task type so peft keeps the new head trainable too."""
+    the factory, with peft's SEQ_CLS task type so peft keeps the new head trainable too. A peft
+    config object (task_type="SEQ_CLS") is applied as is."""
     from .peft_methods import apply_peft, get_method
 
+    if not isinstance(method, str):  # a peft config object, e.g. PromptTuningConfig for a side experiment
+        from peft import get_peft_model
+
+        return get_peft_model(model, method)
     if method == "full":
         _freeze_all_but(model, lambda name: True)
         return model
@@ -128,7 +139,7 @@ def prepare_classifier(model, method: str, profile=None, **overrides: Any):
     return apply_peft(model, method, profile, **overrides)
 
 
-def course_classify_args(profile, output_dir: str | Path, method: str, **overrides: Any):
+def course_classify_args(profile, output_dir: str | Path, method: Any, **overrides: Any):
     """TrainingArguments with the course defaults for encoder classification; any field can be overridden."""
     from transformers import TrainingArguments
 
@@ -140,7 +151,7 @@ def course_classify_args(profile, output_dir: str | Path, method: str, **overrid
         output_dir=str(output_dir),
         max_steps=sizes.train_steps,
         per_device_train_batch_size=sizes.batch_size,
-        learning_rate=CLASSIFY_LR.get(method, DEFAULT_LR),
+        learning_rate=CLASSIFY_LR.get(method_name(method), DEFAULT_LR),
         warmup_steps=0,
         logging_steps=1,
         save_strategy="no",  # runs take seconds: a finished run is reused, an interrupted one restarts
@@ -195,14 +206,50 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int | None = 
         return model(**{k: v.to(device) for k, v in batch.items()}).logits.cpu()
 
 
-def evaluate_accuracy(model, tokenizer, split: str = "test", max_length: int | None = None,
-                      limit: int | None = None) -> float:
-    """Accuracy on a held-out split of the course classification set."""
+def logits_with_fixed_prompt(model, tokenizer, prompt, texts: list[str], max_length: int | None = None):
+    """Logits of a plain transformers classifier with a fixed soft prompt prepended to every input.
+
+    This is what a prompt-learning model (prompt tuning, P-Tuning) computes at inference, written out
+    without peft: embed the tokens, put the `prompt` vectors (num_virtual_tokens x hidden) in front,
+    extend the attention mask with ones. P-Tuning's prompt encoder is only needed to produce `prompt`
+    once, so a deployment can ship these vectors instead of the encoder."""
+    import torch
+
+    max_length = max_length or CLASSIFY_SIZES["smoke"].max_length
+    model.eval()
+    device = next(model.parameters()).device
+    batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(device)
+    embeddings = model.get_input_embeddings()(batch["input_ids"])
+    prompt = prompt.to(device, embeddings.dtype).unsqueeze(0).expand(len(texts), -1, -1)
+    mask = torch.cat([torch.ones(len(texts), prompt.shape[1], dtype=batch["attention_mask"].dtype, device=device),
+                      batch["attention_mask"]], dim=1)
+    with torch.no_grad():
+        return model(inputs_embeds=torch.cat([prompt, embeddings], dim=1), attention_mask=mask).logits.cpu()
+
+
+def evaluate_classifier(model, tokenizer, split: str = "test", max_length: int | None = None,
+                        limit: int | None = None, batch_size: int = 64) -> dict[str, float]:
+    """Accuracy and mean cross-entropy on a held-out split of the course classification set.
+
+    The loss matters when accuracy saturates: two runs at 100% accuracy can differ a lot in how
+    confident (and how well calibrated) they are."""
+    import torch
+
     from .data import load_course_dataset
 
     rows = load_course_dataset(DATASET, split, limit=limit)
-    predicted = predict_labels(model, tokenizer, rows["text"], max_length=max_length)
-    return sum(p == y for p, y in zip(predicted, rows["label"])) / len(predicted)
+    texts, labels = rows["text"], torch.tensor(rows["label"])
+    logits = torch.cat([predict_logits(model, tokenizer, texts[i:i + batch_size], max_length=max_length)
+                        for i in range(0, len(texts), batch_size)])
+    accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
+    loss = torch.nn.functional.cross_entropy(logits.float(), labels).item()
+    return {"accuracy": accuracy, "loss": loss, "n": len(texts)}
+
+
+def evaluate_accuracy(model, tokenizer, split: str = "test", max_length: int | None = None,
+                      limit: int | None = None) -> float:
+    """Accuracy on a held-out split of the course classification set."""
+    return evaluate_classifier(model, tokenizer, split, max_length=max_length, limit=limit)["accuracy"]
 
 
 def trainable_state(model) -> dict[str, Any]:
@@ -255,6 +302,7 @@ class ClassifierRun:
     trainable: int
     total: int
     accuracy: float  # held-out test split
+    test_loss: float  # mean cross-entropy on the test split
     run_dir: Path
     reused: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
@@ -272,9 +320,10 @@ class ClassifierRun:
         return data
 
 
-def _settings(method: str, profile, args, n_examples: int, model_key: str,
+def _settings(method: Any, profile, args, n_examples: int, model_key: str,
               overrides: dict[str, Any]) -> dict[str, Any]:
-    return {"method": method, "model": model_key, "examples": n_examples,
+    config = {} if isinstance(method, str) else {k: str(v) for k, v in sorted(method.to_dict().items())}
+    return {"method": method_name(method), "peft_config": config, "model": model_key, "examples": n_examples,
             "max_steps": args.max_steps, "batch_size": args.per_device_train_batch_size,
             "learning_rate": args.learning_rate, "seed": args.seed,
             "max_length": classify_sizes(profile).max_length,
@@ -295,10 +344,11 @@ def load_base_classifier(profile, num_labels: int = 4):
     return load_encoder(profile.encoder, num_labels=num_labels)
 
 
-def finetune_classifier(method: str, profile, output_dir: str | Path, max_steps: int | None = None,
+def finetune_classifier(method: Any, profile, output_dir: str | Path, max_steps: int | None = None,
                         learning_rate: float | None = None, reuse: bool = True,
                         **peft_overrides: Any) -> ClassifierRun:
-    """Train the encoder classifier with `method` ("full", "head" or any registered PEFT method),
+    """Train the encoder classifier with `method` ("full", "head", any registered PEFT method, or a
+    peft config object),
     save what changed to `output_dir`, score the test split, and return the run record.
 
     With reuse=True a finished run with the same settings is loaded instead of retrained, so later
@@ -327,12 +377,13 @@ def finetune_classifier(method: str, profile, output_dir: str | Path, max_steps:
     if reuse and run_file.exists() and weights.exists():
         saved = json.loads(run_file.read_text(encoding="utf-8"))
         if saved.get("fingerprint") == fingerprint:
-            print(f"Reusing the finished {method} run in {output_dir} (same settings; reuse=False retrains).")
+            print(f"Reusing the finished {method_name(method)} run in {output_dir} (same settings; reuse=False retrains).")
             load_trainable(model, weights)
             model.eval()
-            return ClassifierRun(method, model, tokenizer, [tuple(h) for h in saved["history"]], saved["seconds"],
+            return ClassifierRun(method_name(method), model, tokenizer, [tuple(h) for h in saved["history"]], saved["seconds"],
                                  saved["peak_rss_mb"], saved["cuda_peak_mb"], params.trainable, params.total,
-                                 saved["accuracy"], output_dir, reused=True, settings=settings)
+                                 saved["accuracy"], saved["test_loss"], output_dir, reused=True,
+                                 settings=settings)
         print(f"Settings changed since the run in {output_dir} was saved: training again.")
 
     seed_everything(profile.seed)
@@ -341,9 +392,10 @@ def finetune_classifier(method: str, profile, output_dir: str | Path, max_steps:
         trainer.train()
     model = trainer.model
     model.eval()
-    accuracy = evaluate_accuracy(model, tokenizer, "test", max_length=sizes.max_length)
-    run = ClassifierRun(method, model, tokenizer, loss_history(trainer), timer.seconds, peak.peak_rss_mb,
-                        peak.cuda_peak_mb, params.trainable, params.total, accuracy, output_dir, settings=settings)
+    scores = evaluate_classifier(model, tokenizer, "test", max_length=sizes.max_length)
+    run = ClassifierRun(method_name(method), model, tokenizer, loss_history(trainer), timer.seconds, peak.peak_rss_mb,
+                        peak.cuda_peak_mb, params.trainable, params.total, scores["accuracy"], scores["loss"],
+                        output_dir, settings=settings)
     save_trainable(weights, model)
     record = {**run.record(), "fingerprint": fingerprint}
     tmp = run_file.with_name(f".{run_file.name}.tmp")
@@ -352,10 +404,10 @@ def finetune_classifier(method: str, profile, output_dir: str | Path, max_steps:
     return run
 
 
-def ensure_classifier(method: str, profile, output_dir: str | Path, **kwargs: Any) -> ClassifierRun:
+def ensure_classifier(method: Any, profile, output_dir: str | Path, **kwargs: Any) -> ClassifierRun:
     """A later stage's entry point: reuse 02-Train's run when present, else say so and rebuild it
     with the same recipe (finetune_classifier), so every stage runs on its own."""
     if not (Path(output_dir) / RUN_FILE).exists():
-        print(f"{Path(output_dir) / RUN_FILE} not found: 02-Train has not run here. Training {method} now "
+        print(f"{Path(output_dir) / RUN_FILE} not found: 02-Train has not run here. Training {method_name(method)} now "
               f"with finetune_classifier (the same recipe as 02-Train) ...")
     return finetune_classifier(method, profile, output_dir, **kwargs)

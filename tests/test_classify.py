@@ -116,3 +116,19 @@ def test_finetune_classifier_trains_saves_and_reuses(tmp_path: Path, tokenizer, 
                        classify.predict_logits(again.model, tokenizer, texts))
     changed = classify.finetune_classifier("bitfit", profile, tmp_path, max_steps=4)
     assert not changed.reused and len(changed.history) == 4
+
+
+def test_fixed_prompt_reproduces_p_tuning_without_the_encoder(tokenizer) -> None:
+    from transformers import BertForSequenceClassification
+
+    tuned = classify.prepare_classifier(tiny_bert(), "p_tuning", num_virtual_tokens=3)
+    texts = ["the team won the final", "a new phone"]
+    prompt = tuned.get_prompt_embedding_to_save("default").detach()
+    plain = BertForSequenceClassification(tuned.base_model.config)
+    state = {k: v for k, v in tuned.base_model.state_dict().items() if "modules_to_save" not in k
+             and "original_module" not in k}
+    state.update({f"classifier.{k}": v for k, v in tuned.base_model.classifier.modules_to_save["default"].state_dict().items()})
+    plain.load_state_dict(state)
+    expected = classify.predict_logits(tuned, tokenizer, texts)
+    got = classify.logits_with_fixed_prompt(plain, tokenizer, prompt, texts)
+    assert torch.allclose(expected, got, atol=1e-6)
