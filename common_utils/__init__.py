@@ -13,6 +13,7 @@ Rooms:
     monitor       memory (RSS, CUDA peak), timers, parameter counts, metrics files
     plots         the course chart style and shared charts
     artifacts     atomic saves of models, adapters and tokenizers
+    classify      encoder sequence classification for the NLU PEFT labs (BitFit, P-Tuning) and the comparison
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _EXPORTS = {
     "evaluation": ["generate_batch", "parse_json_object", "score_extraction", "perplexity"],
     "monitor": ["ParamCount", "count_parameters", "process_rss_mb", "cuda_peak_mb", "track_peak_memory",
                 "Timer", "dir_size_mb", "write_metrics", "read_metrics", "median_seconds"],
+    "classify": ["CLASSIFY_SIZES", "CLASSIFY_LR", "ClassifierRun", "classify_sizes", "prepare_classifier", "tokenize_split", "course_classify_args", "make_classify_trainer", "predict_labels", "predict_logits", "logits_with_fixed_prompt", "evaluate_classifier", "evaluate_accuracy", "save_trainable", "load_trainable", "load_base_classifier", "finetune_classifier", "ensure_classifier", "label_names"],
     "plots": ["apply_course_style", "plot_loss_curves", "plot_bars", "plot_per_layer_distributions"],
     "topic_lm": ["hf_model_source", "topic_data_files", "topic_labels", "topic_messages", "topic_prompt_completion", "first_word", "topic_accuracy", "topic_lora_config", "topic_sft_config", "train_topic_lora", "ensure_topic_adapter"],
 }

@@ -292,3 +292,54 @@ def trainable_param_formula(method: str, model, **cfg: Any) -> int:
                 total += module.in_features if _matches(name, feedforward) else module.out_features
         return total + head
     raise KeyError(f"No parameter formula for {method!r}")
+
+
+# --- NLU methods of the encoder labs (Lab-06 BitFit, Lab-07 P-Tuning, Lab-08 P-Tuning v2) ---
+
+
+@register_method("bitfit", "selective",
+                 "BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based Masked "
+                 "Language-models (Ben Zaken et al., 2021)", applies_itself=True)
+def _bitfit(model, train_head: bool = True, **extra: Any):
+    """Freeze every weight except the bias terms; the model is returned unwrapped (peft has no BitFit).
+
+    train_head=True also trains the new classification head, as the paper does: a freshly initialised
+    head is random, so without it the biases would have to steer a random projection. Set it False to
+    measure bias-only tuning on its own."""
+    if extra:
+        raise TypeError(f"bitfit takes only train_head; got {', '.join(extra)}")
+    head_prefixes = ("classifier.", "score.")
+    biases = 0
+    for name, parameter in model.named_parameters():
+        is_bias = name.endswith(".bias")
+        biases += is_bias
+        parameter.requires_grad = is_bias or (train_head and name.startswith(head_prefixes))
+    if biases == 0:
+        raise ValueError(f"{type(model).__name__} has no bias terms, so BitFit has nothing to train "
+                         f"(Llama-style models such as SmolLM2 are bias-free). Use an encoder such as "
+                         f"load_encoder('minilm-l6-v2', num_labels=N).")
+    return model
+
+
+@register_method("p_tuning", "additive", "GPT Understands, Too (Liu et al., 2021)")
+def _p_tuning_config(num_virtual_tokens: int = 10, encoder_reparameterization_type: str = "MLP",
+                     encoder_hidden_size: int = 128, task_type: str = "SEQ_CLS", **extra: Any):
+    """Continuous prompt produced by a small prompt encoder (MLP by default, or "LSTM") over trainable
+    embeddings; at inference its output is a fixed prompt, so the encoder can be dropped."""
+    from peft import PromptEncoderConfig
+
+    return PromptEncoderConfig(num_virtual_tokens=num_virtual_tokens,
+                               encoder_reparameterization_type=encoder_reparameterization_type,
+                               encoder_hidden_size=encoder_hidden_size, task_type=task_type, **extra)
+
+
+@register_method("p_tuning_v2", "additive",
+                 "P-Tuning v2: Prompt Tuning Can Be Comparable to Fine-tuning Universally Across Scales "
+                 "and Tasks (Liu et al., 2022)")
+def _p_tuning_v2_config(num_virtual_tokens: int = 10, task_type: str = "SEQ_CLS", **extra: Any):
+    """Deep prompts: trainable key/value prefixes at every layer, without the reparameterization MLP
+    (the paper drops it for NLU). peft implements this as PrefixTuningConfig(prefix_projection=False)."""
+    from peft import PrefixTuningConfig
+
+    return PrefixTuningConfig(num_virtual_tokens=num_virtual_tokens, prefix_projection=False,
+                              task_type=task_type, **extra)
