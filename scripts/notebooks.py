@@ -1,10 +1,13 @@
 """Run course notebooks headless with nbmake and report how long each took.
 
-    python scripts/notebooks.py run [PATH ...]   run notebooks under PATHs (default: every chapter)
+    python scripts/notebooks.py run [--workers N] [PATH ...]   run notebooks under PATHs (default: every chapter)
     python scripts/notebooks.py report [--write docs/notebook_timings.md]
 
 Notebooks of one lab run in file order in one pytest process, so a later stage finds the artifacts
 an earlier stage wrote. No notebook found is an error, never a silent pass (pytest exit 5).
+With --workers N (or $COURSE_NOTEBOOK_WORKERS), whole labs are spread over N pytest processes, each
+limited to cpu_count // N torch threads: kernel start-up and imports overlap, at the price of
+per-notebook seconds that are no longer those of a notebook run alone (the report says so).
 
 A lab may declare what it needs in `lab.yaml` beside its README:
     accelerator: cpu | cuda     # cuda: the lab is skipped, with this reason printed, without CUDA
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ["00-Course_Setup", "01-Core_Training_Techniques", "02-Efficient_Inference_and_Serving",
             "03-Model_Compression", "04-Evaluation_and_Data_Engineering"]
 REPORT = ROOT / ".course_reports" / "notebooks.xml"
+WORKERS_NOTE = REPORT.with_name("workers.txt")  # how many processes shared the CPU in the last run
 BUDGET_S = 90.0
 LAB_KEYS = {"accelerator": str, "requires": list, "min_vram_gb": (int, float)}
 
@@ -65,7 +69,44 @@ def find_notebooks(paths: list[str]) -> list[Path]:
     return found
 
 
+def lab_folder(notebook: Path) -> Path:
+    """The folder whose notebooks must run in order in one process: the nearest Lab-* above it, else its own."""
+    for folder in notebook.parents:
+        if folder.name.startswith("Lab-"):
+            return folder
+    return notebook.parent
+
+
+def partition(notebooks: list[Path], workers: int) -> list[list[Path]]:
+    """Whole labs spread over `workers` lists, largest first onto the lightest list; order kept within a lab."""
+    labs: dict[Path, list[Path]] = {}
+    for notebook in notebooks:
+        labs.setdefault(lab_folder(notebook), []).append(notebook)
+    bins: list[list[Path]] = [[] for _ in range(max(1, min(workers, len(labs))))]
+    for group in sorted(labs.values(), key=len, reverse=True):
+        min(bins, key=len).extend(group)
+    return [sorted(b, key=notebooks.index) for b in bins]
+
+
+def _pytest(notebooks: list[Path], report: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=900", "-p", "no:cacheprovider",
+               "-o", "testpaths=", f"--junitxml={report}", "-q", *map(str, notebooks)]
+    return subprocess.Popen(command, cwd=ROOT, env=env)
+
+
+def _merge_reports(parts: list[Path]) -> None:
+    """One junit file with every worker's test suite, so `report` reads a run as one."""
+    merged = ET.Element("testsuites")
+    for part in parts:
+        root = ET.parse(part).getroot()
+        merged.extend(root.iter("testsuite") if root.tag == "testsuites" else [root])
+    ET.ElementTree(merged).write(REPORT, encoding="utf-8", xml_declaration=True)
+
+
 def run(paths: list[str]) -> int:
+    workers = int(os.environ.get("COURSE_NOTEBOOK_WORKERS", "1"))
+    if paths[:1] == ["--workers"]:
+        workers, paths = int(paths[1]), paths[2:]
     found = find_notebooks(paths)
     if not found:
         print(f"No notebooks found under {paths or CHAPTERS}: nothing was tested.", file=sys.stderr)
@@ -81,12 +122,17 @@ def run(paths: list[str]) -> int:
         print("Every selected notebook was skipped for the reasons above.")
         return 0
     REPORT.parent.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=900", "-p", "no:cacheprovider",
-               "-o", "testpaths=", f"--junitxml={REPORT}", "-q", *map(str, notebooks)]
-    print(f"Running {len(notebooks)} notebook(s) ...", flush=True)
-    code = subprocess.call(command, cwd=ROOT)
+    groups = partition(notebooks, workers)
+    print(f"Running {len(notebooks)} notebook(s) in {len(groups)} process(es) ...", flush=True)
+    threads = str(max(1, (os.cpu_count() or 1) // len(groups)))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "COURSE_NUM_THREADS": threads} if len(groups) > 1 else None
+    parts = [REPORT.with_name(f"notebooks-{i}.xml") for i in range(len(groups))] if len(groups) > 1 else [REPORT]
+    codes = [p.wait() for p in [_pytest(group, part, env) for group, part in zip(groups, parts)]]
+    if len(groups) > 1:
+        _merge_reports(parts)
+    WORKERS_NOTE.write_text(str(len(groups)))
     report([])
-    return 1 if code == 5 else code
+    return 1 if 5 in codes else max(codes)
 
 
 def report(argv: list[str]) -> int:
@@ -101,6 +147,9 @@ def report(argv: list[str]) -> int:
     root = ET.parse(REPORT).getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     started = suite.get("timestamp", "unknown time")[:16] if suite is not None else "unknown time"
+    workers = int(WORKERS_NOTE.read_text()) if WORKERS_NOTE.exists() else 1
+    shared = (f" The run used {workers} parallel processes, so each notebook shared the CPU: its seconds are "
+              "higher than when run alone." if workers > 1 else "")
     rows = []
     for case in root.iter("testcase"):
         status = "failed" if case.find("failure") is not None or case.find("error") is not None else (
@@ -123,7 +172,7 @@ def report(argv: list[str]) -> int:
             "Rendered by `python scripts/notebooks.py report --write docs/notebook_timings.md` from the last "
             f"`make test` run, started {started} UTC on a machine with {os.cpu_count()} CPU cores (junit XML, "
             "per-notebook wall seconds including kernel start). "
-            f"Budget: {BUDGET_S:.0f} s per notebook (⚠ marks overruns).\n\n" + table + "\n", encoding="utf-8")
+            f"Budget: {BUDGET_S:.0f} s per notebook (⚠ marks overruns).{shared}\n\n" + table + "\n", encoding="utf-8")
     return 0
 
 

@@ -74,3 +74,17 @@ def test_unmet_requirements_name_the_reason() -> None:
 
     if not torch.cuda.is_available():
         assert "CUDA" in notebooks.unmet_requirement({"accelerator": "cuda"})
+
+
+def test_partition_keeps_each_lab_whole_and_in_order(tmp_path: Path) -> None:
+    notebooks = _load("notebooks")
+    paths = [tmp_path / lab / f"0{i}-Stage.ipynb" for lab in ["Lab-A", "Lab-B", "Lab-C"] for i in range(1, 5)]
+    paths.append(tmp_path / "Compare.ipynb")
+    groups = notebooks.partition(paths, 2)
+    assert sorted(p for g in groups for p in g) == sorted(paths)
+    for group in groups:
+        for lab in {notebooks.lab_folder(p) for p in group}:
+            stages = [p for p in group if notebooks.lab_folder(p) == lab]
+            assert stages == [p for p in paths if notebooks.lab_folder(p) == lab]  # whole lab, file order
+    assert [len(g) for g in notebooks.partition(paths, 1)] == [len(paths)]
+    assert sorted(len(g) for g in groups) == [5, 8]
