@@ -15,6 +15,9 @@ Rooms:
     artifacts     atomic saves of models, adapters and tokenizers
     distributed   torchrun launches from a notebook, and the helpers the launched scripts share
     zero_config   DeepSpeed ZeRO stage/offload/micro-batch choice with its per-GPU memory estimate
+    adapters      bottleneck adapters (Houlsby/Pfeiffer), which peft lacks
+    topic_lm      topic classification as generation with plain Hugging Face APIs (Lab-1.1)
+    classify      encoder sequence classification for the NLU PEFT labs (BitFit, P-Tuning) and the comparison
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ _EXPORTS = {
                 "set_threads", "describe_runtime"],
     "models": ["MODEL_REGISTRY", "ModelSpec", "ModelNotProvisionedError", "provision", "model_path",
                "load_tokenizer", "load_causal_lm", "load_encoder"],
-    "peft_methods": ["PEFT_METHODS", "register_method", "get_method", "make_peft_config", "apply_peft", "lora_param_formula", "is_quantized"],
+    "peft_methods": ["PEFT_METHODS", "register_method", "get_method", "make_peft_config", "apply_peft", "lora_param_formula", "is_quantized",
+                     "trainable_param_formula", "prefix_kv_dim", "default_learning_rate", "ia3_scales",
+                     "PROMPT_TOKENS", "PROMPT_INIT_TEXT", "PREFIX_TOKENS"],
+    "adapters": ["AdapterConfig", "add_adapters", "has_adapters", "save_adapters", "load_adapters", "is_adapter_dir", "adapter_param_formula"],
     "data": ["DATASET_SCHEMAS", "DatasetFormatError", "validate_jsonl", "load_course_dataset",
              "extraction_messages", "to_prompt_completion", "loss_token_table"],
     "train": ["course_sft_config", "make_sft_trainer", "run_sft", "train_sft", "extraction_train_set", "FinetuneRun",
@@ -37,10 +43,12 @@ _EXPORTS = {
     "artifacts": ["save_pretrained_atomic"],
     "evaluation": ["generate_batch", "parse_json_object", "score_extraction", "perplexity"],
     "monitor": ["ParamCount", "count_parameters", "process_rss_mb", "cuda_peak_mb", "track_peak_memory",
-                "Timer", "dir_size_mb", "write_metrics", "read_metrics"],
-    "plots": ["apply_course_style", "plot_loss_curves", "plot_bars"],
+                "Timer", "dir_size_mb", "write_metrics", "read_metrics", "median_seconds"],
     "distributed": ["launch", "ensure_launched", "DistributedLaunchError", "LaunchResult", "init_distributed", "finish_distributed"],
     "zero_config": ["model_state_bytes_per_gpu", "plan_zero", "ZeroPlan", "deepspeed_config"],
+    "classify": ["CLASSIFY_SIZES", "CLASSIFY_LR", "ClassifierRun", "classify_sizes", "prepare_classifier", "tokenize_split", "course_classify_args", "make_classify_trainer", "predict_labels", "predict_logits", "logits_with_fixed_prompt", "evaluate_classifier", "evaluate_accuracy", "save_trainable", "load_trainable", "load_base_classifier", "finetune_classifier", "ensure_classifier", "label_names"],
+    "plots": ["apply_course_style", "plot_loss_curves", "plot_bars", "plot_per_layer_distributions"],
+    "topic_lm": ["hf_model_source", "topic_data_files", "topic_labels", "topic_messages", "topic_prompt_completion", "first_word", "topic_accuracy", "topic_lora_config", "topic_sft_config", "train_topic_lora", "ensure_topic_adapter"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)

@@ -46,3 +46,25 @@ def plot_bars(labels: Sequence[str], values: Sequence[float], ylabel: str, title
     ax.set(ylabel=ylabel, title=title)
     fig.tight_layout()
     return fig
+
+
+def plot_per_layer_distributions(series: dict[str, Sequence[Sequence[float]]], ylabel: str, title: str,
+                                 reference: float | None = None):
+    """Per layer, the median of each series' values with a 5-95 % band: `{"k_proj": [layer0_values, ...]}`.
+    `reference` draws a dashed line (e.g. 1.0, the value an (IA)^3 scale starts from). Returns the figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    apply_course_style()
+    fig, ax = plt.subplots()
+    for label, layers in series.items():
+        quantiles = np.array([np.quantile(np.asarray(values, dtype=float), [0.05, 0.5, 0.95]) for values in layers])
+        x = np.arange(len(layers))
+        ax.plot(x, quantiles[:, 1], marker="o", markersize=3, label=f"{label} (median)")
+        ax.fill_between(x, quantiles[:, 0], quantiles[:, 2], alpha=0.2)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=1)
+    ax.set(xlabel="layer", ylabel=ylabel, title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig

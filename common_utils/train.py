@@ -102,7 +102,8 @@ def run_sft(trainer, resume: bool = True):
     Returns the trainer (its `.model` is the trained model, `.state.log_history` the losses).
     """
     output_dir = Path(trainer.args.output_dir)
-    fingerprint = _fingerprint(trainer.args, getattr(trainer.model, "peft_config", None),
+    method_config = getattr(trainer.model, "peft_config", None) or getattr(trainer.model, "adapter_config", None)
+    fingerprint = _fingerprint(trainer.args, method_config,
                                len(trainer.train_dataset), trainer.model)
     checkpoint = _resume_point(output_dir, fingerprint) if resume else None
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -146,26 +147,33 @@ class FinetuneRun:
 
 
 def finetune_extraction(method: str, profile, output_dir: str | Path, quantization: str | None = None,
-                        max_steps: int | None = None, **peft_overrides: Any) -> FinetuneRun:
+                        max_steps: int | None = None, learning_rate: float | None = None,
+                        **peft_overrides: Any) -> FinetuneRun:
     """The whole recipe of a PEFT lab's 02-Train stage in one call: load the profile's model, apply
     the PEFT method, SFT on the course extraction task, save the adapter to `output_dir/adapter`.
 
-    Later stages call it to rebuild a missing adapter, so every stage runs on its own."""
+    Later stages call it to rebuild a missing adapter, so every stage runs on its own. The learning
+    rate defaults to the method's (default_learning_rate): soft prompts need far more than LoRA."""
+    from .adapters import has_adapters, save_adapters
     from .artifacts import save_pretrained_atomic
     from .models import load_causal_lm
     from .monitor import Timer, track_peak_memory
-    from .peft_methods import apply_peft
+    from .peft_methods import apply_peft, default_learning_rate
     from .runtime import seed_everything
 
     output_dir = Path(output_dir)
     seed_everything(profile.seed)
     model, tokenizer = load_causal_lm(profile.model, quantization=quantization)
     model = apply_peft(model, method, profile, **peft_overrides)
-    config = course_sft_config(profile, output_dir / "checkpoints", max_steps=max_steps or profile.train_steps)
+    config = course_sft_config(profile, output_dir / "checkpoints", max_steps=max_steps or profile.train_steps,
+                               learning_rate=learning_rate or default_learning_rate(method, profile))
     trainer = make_sft_trainer(model, tokenizer, extraction_train_set(), config)
     with track_peak_memory() as peak, Timer() as timer:
         run_sft(trainer)
-    adapter_dir = save_pretrained_atomic(output_dir / "adapter", trainer.model, tokenizer)
+    if has_adapters(trainer.model):  # bottleneck adapters: their weights alone, not the whole model
+        adapter_dir = save_adapters(output_dir / "adapter", trainer.model, tokenizer)
+    else:
+        adapter_dir = save_pretrained_atomic(output_dir / "adapter", trainer.model, tokenizer)
     return FinetuneRun(trainer.model, tokenizer, trainer, loss_history(trainer), timer.seconds, peak, adapter_dir)
 
 

@@ -21,15 +21,34 @@ ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- measured:start -->\n).*?(<!-- measured:end -->)", re.DOTALL)
 
 
+def is_records(value: object) -> bool:
+    """A non-empty list of dicts (e.g. one row per method): rendered as its own table."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = []
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             rows += flatten(value, f"{name}.")
-        else:
+        elif not is_records(value):
             rows.append((name, value))
     return rows
+
+
+def record_tables(data: dict, prefix: str = "") -> list[str]:
+    """Markdown tables for every list of records in the metrics, columns in first-seen order."""
+    lines: list[str] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            lines += record_tables(value, f"{name}.")
+        elif is_records(value):
+            columns = list(dict.fromkeys(column for record in value for column in record))
+            lines += ["", f"`{name}`:", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+            lines += ["| " + " | ".join(fmt(record.get(c)) for c in columns) + " |" for record in value]
+    return lines
 
 
 def fmt(value: object) -> str:
@@ -53,8 +72,9 @@ def render(lab: Path) -> bool:
     lines = [f"`outputs/metrics.json` of a run on {date.today().isoformat()} ({machine}); "
              "regenerate with `python scripts/render_metrics.py`.", "", "| metric | value |", "| --- | ---: |"]
     lines += [f"| `{name}` | {fmt(value)} |" for name, value in flatten(metrics)]
+    lines += record_tables(metrics)
     readme.write_text(BLOCK.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text), encoding="utf-8")
-    print(f"{readme}: {len(lines) - 4} measured values")
+    print(f"{readme}: {len(flatten(metrics))} measured values, {len(record_tables(metrics)) and 'with' or 'no'} record tables")
     return True
 
 

@@ -33,7 +33,8 @@ LABS: list[Path] = sorted(
     path for chapter in CHAPTERS for path in chapter.rglob("Lab-*")
     if path.is_dir() and ".ipynb_checkpoints" not in path.parts and "outputs" not in path.parts
 )
-LAB_STAGES = ["01-", "02-", "03-", "04-"]
+MIN_STAGES = 4  # a lab has at least the four stages 01-04 (docs/AUTHORING.md section 1)
+STAGE_NAME = re.compile(r"^(\d\d)-.+\.ipynb$")
 
 
 def _rel(path: Path) -> str:
@@ -126,13 +127,44 @@ def test_imports_are_installed(notebook: Path) -> None:
     assert not problems, f"{_rel(notebook)}:\n  " + "\n  ".join(problems)
 
 
+def stage_problems(names: list[str]) -> list[str]:
+    """What is wrong with a lab's notebook names: every notebook is a numbered stage `NN-*.ipynb`,
+    one notebook per stage, stages numbered contiguously from 01, at least 01-04. A first-pass lab
+    may have a fifth stage (Lab-1.1's 05-Merge_and_Save); a gap or a duplicate is still an error."""
+    problems = [f"{name} is not a numbered stage NN-*.ipynb" for name in names if not STAGE_NAME.match(name)]
+    stages: dict[int, list[str]] = {}
+    for name in names:
+        match = STAGE_NAME.match(name)
+        if match:
+            stages.setdefault(int(match.group(1)), []).append(name)
+    problems += [f"stage {n:02d} has {len(found)} notebooks {sorted(found)}, expected exactly one"
+                 for n, found in sorted(stages.items()) if len(found) > 1]
+    expected = range(1, max([MIN_STAGES, *stages]) + 1)
+    problems += [f"missing stage {n:02d}-*.ipynb" for n in expected if n not in stages]
+    return problems
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    (["01-Setup.ipynb", "02-Train.ipynb", "03-Inference.ipynb", "04-Deploy.ipynb"], []),
+    (["01-a.ipynb", "02-b.ipynb", "03-c.ipynb", "04-d.ipynb", "05-e.ipynb"], []),
+    (["01-a.ipynb", "02-b.ipynb", "03-c.ipynb"], ["missing stage 04-*.ipynb"]),
+    (["01-a.ipynb", "02-b.ipynb", "03-c.ipynb", "04-d.ipynb", "06-f.ipynb"], ["missing stage 05-*.ipynb"]),
+    (["02-b.ipynb", "03-c.ipynb", "04-d.ipynb", "05-e.ipynb"], ["missing stage 01-*.ipynb"]),
+    (["01-a.ipynb", "02-b.ipynb", "02-x.ipynb", "03-c.ipynb", "04-d.ipynb"],
+     ["stage 02 has 2 notebooks ['02-b.ipynb', '02-x.ipynb'], expected exactly one"]),
+    (["01-a.ipynb", "02-b.ipynb", "03-c.ipynb", "04-d.ipynb", "scratch.ipynb"],
+     ["scratch.ipynb is not a numbered stage NN-*.ipynb"]),
+    ([], [f"missing stage 0{n}-*.ipynb" for n in range(1, 5)]),
+])
+def test_stage_rule_accepts_contiguous_stages_only(names: list[str], expected: list[str]) -> None:
+    assert stage_problems(names) == expected
+
+
 @pytest.mark.parametrize("lab", LABS, ids=_rel)
-def test_lab_has_readme_and_four_stages(lab: Path) -> None:
+def test_lab_has_readme_and_numbered_stages(lab: Path) -> None:
     assert (lab / "README.md").is_file(), f"{_rel(lab)}: missing README.md"
-    names = sorted(path.name for path in lab.glob("*.ipynb"))
-    for stage in LAB_STAGES:
-        matching = [name for name in names if name.startswith(stage)]
-        assert len(matching) == 1, f"{_rel(lab)}: expected exactly one {stage}*.ipynb, found {matching or 'none'}"
+    problems = stage_problems(sorted(path.name for path in lab.glob("*.ipynb")))
+    assert not problems, f"{_rel(lab)}:\n  " + "\n  ".join(problems)
 
 
 @pytest.mark.parametrize("chapter", [c for c in CHAPTERS if any(lab.is_relative_to(c) for lab in LABS)], ids=_rel)

@@ -30,6 +30,20 @@ def test_render_metrics_fills_the_measured_block(tmp_path: Path) -> None:
     assert "old" not in text and text.startswith("intro") and text.endswith("outro\n")
 
 
+def test_render_metrics_renders_lists_of_records_as_tables(tmp_path: Path) -> None:
+    render_metrics = _load("render_metrics")
+    lab = tmp_path / "PEFT_Labs"
+    (lab / "outputs").mkdir(parents=True)
+    methods = [{"method": "lora", "accuracy": 0.9, "cuda_peak_mb": None}, {"method": "bitfit", "accuracy": 0.85}]
+    (lab / "outputs" / "metrics.json").write_text(json.dumps({"comparison": {"steps": 20, "methods": methods}}))
+    (lab / "README.md").write_text("<!-- measured:start -->\n<!-- measured:end -->\n")
+    assert render_metrics.render(lab)
+    text = (lab / "README.md").read_text()
+    assert "| `comparison.steps` | 20 |" in text and "comparison.methods` |" not in text
+    assert "| method | accuracy | cuda_peak_mb |" in text
+    assert "| lora | 0.9 | — |" in text and "| bitfit | 0.85 | — |" in text
+
+
 def test_render_metrics_skips_a_lab_without_metrics(tmp_path: Path) -> None:
     assert not _load("render_metrics").render(tmp_path)
 
