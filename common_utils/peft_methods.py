@@ -140,7 +140,10 @@ def _with_profile_defaults(spec: PeftMethod, profile, overrides: dict[str, Any])
 
 
 # Learning rate of each method relative to the profile's (tuned for LoRA): soft prompts and (IA)^3
-# vectors move the model through very few parameters and need larger steps (measured in Labs 03-05).
+# vectors move the model through very few parameters and need larger steps. Measured on the smoke
+# profile (12 steps, batch 4): ia3 x10 (lr 1e-2: loss 0.302 -> 0.012, exact match 0.975);
+# prompt_tuning x30 (lr 3e-2, text init: loss 0.257 -> 0.101, exact match 0.900; Lester et al., 2021
+# train soft prompts at lr 0.3); prefix_tuning x5 is a starting point, not yet calibrated.
 LR_MULTIPLIER: dict[str, float] = {"prompt_tuning": 30.0, "prefix_tuning": 5.0, "ia3": 10.0, "adapter": 1.0}
 
 
