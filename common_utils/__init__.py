@@ -14,6 +14,7 @@ Rooms:
     plots         the course chart style and shared charts
     artifacts     atomic saves of models, adapters and tokenizers
     training_memory  activation bytes, exact gradient accumulation, training-memory estimator
+    attention     naive and tiled (online-softmax) attention, attention FLOPs and IO
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ _EXPORTS = {
     "monitor": ["ParamCount", "count_parameters", "process_rss_mb", "cuda_peak_mb", "track_peak_memory",
                 "Timer", "dir_size_mb", "write_metrics", "read_metrics"],
     "plots": ["apply_course_style", "plot_loss_curves", "plot_bars"],
-    "training_memory": ["SavedTensorMeter", "causal_lm_batch", "token_loss_sum", "split_batch", "accumulated_gradients", "flat_grad", "relative_error", "MemoryEstimate", "estimate_training_memory", "truncate_layers", "tensor_bytes", "optimizer_state_bytes", "memory_timeline", "plot_memory_timeline"],
+    "training_memory": ["SavedTensorMeter", "causal_lm_batch", "token_loss_sum", "split_batch", "accumulated_gradients", "flat_grad", "relative_error", "MemoryEstimate", "estimate_training_memory", "truncate_layers", "tensor_bytes", "optimizer_state_bytes", "memory_timeline", "plot_memory_timeline", "peak_tensor_memory_mb"],
+    "attention": ["naive_attention", "tiled_attention", "AttentionCost", "attention_cost"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)

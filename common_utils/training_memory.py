@@ -255,3 +255,18 @@ def plot_memory_timeline(times_ms: Sequence[float], by_category: dict[str, Seque
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def peak_tensor_memory_mb(fn, device: str = "cpu") -> float:
+    """Run `fn()` under `torch.profiler` and return the peak bytes of live tensors on `device` (MB).
+
+    Deterministic and allocator-independent (it follows every allocation and free), so a CPU
+    measurement shows the same O(N) vs O(N^2) shape a GPU's `max_memory_allocated` would."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    _, by_category = memory_timeline(prof, device)
+    totals = [sum(values) for values in zip(*by_category.values())]
+    return max(totals) / 2**20

@@ -122,3 +122,10 @@ def test_memory_timeline_sees_parameters_and_gradients() -> None:
     times, by_category = memory_timeline(prof)
     assert len(times) == len(by_category["parameter"]) > 0
     assert max(by_category["gradient"]) > 0 and max(by_category["optimizer_state"]) > 0
+
+
+def test_peak_tensor_memory_sees_a_temporary() -> None:
+    from common_utils.training_memory import peak_tensor_memory_mb
+
+    peak = peak_tensor_memory_mb(lambda: torch.ones(1024, 1024).sum())  # 4 MB temporary
+    assert 3.9 < peak < 8.5
