@@ -42,7 +42,7 @@ _EXPORTS = {
     "plots": ["apply_course_style", "plot_loss_curves", "plot_bars"],
     "training_memory": ["SavedTensorMeter", "causal_lm_batch", "token_loss_sum", "split_batch", "accumulated_gradients", "flat_grad", "relative_error", "MemoryEstimate", "estimate_training_memory", "truncate_layers", "tensor_bytes", "optimizer_state_bytes", "memory_timeline", "plot_memory_timeline", "peak_tensor_memory_mb"],
     "attention": ["naive_attention", "tiled_attention", "AttentionCost", "attention_cost"],
-    "gqa": ["GroupedQueryAttention", "pool_kv_heads", "kv_cache_bytes_per_token", "TinyCausalLM", "char_corpus", "train_tiny_lm", "eval_loss"],
+    "gqa": ["GroupedQueryAttention", "pool_kv_heads", "kv_cache_bytes_per_token", "TinyCausalLM", "char_corpus", "train_tiny_lm", "eval_loss", "kv_cache_bytes", "load_or_train_tiny_lm"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)

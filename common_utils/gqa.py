@@ -168,3 +168,33 @@ def eval_loss(model: TinyCausalLM, ids: torch.Tensor, length: int = 128, windows
 
 def perplexity_from_loss(loss: float) -> float:
     return math.exp(loss)
+
+
+def kv_cache_bytes(cache) -> int:
+    """Bytes held by a K/V cache: `TinyCausalLM`'s list of (k, v) pairs, or a transformers `Cache`
+    (its `.layers[i].keys` / `.values`)."""
+    layers = getattr(cache, "layers", None)
+    pairs = [(layer.keys, layer.values) for layer in layers] if layers is not None else cache
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in pairs)
+
+
+def load_or_train_tiny_lm(path, ids: torch.Tensor, steps: int, **config) -> tuple[TinyCausalLM, list]:
+    """The lab's MHA baseline: load it from `path` when 01-Setup saved it, otherwise say so and train
+    it with the same settings (so every stage runs on its own). Returns (model, loss history)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        model = TinyCausalLM(**saved["config"])
+        model.load_state_dict(saved["state"])
+        return model, saved["history"]
+    print(f"{path} not found: training the baseline again with the same settings as 01-Setup ({steps} steps).")
+    torch.manual_seed(0)
+    model = TinyCausalLM(**config)
+    history = train_tiny_lm(model, ids, steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": model.config, "state": model.state_dict(), "history": history}, tmp)
+    tmp.replace(path)
+    return model, history

@@ -53,3 +53,22 @@ def test_with_kv_heads_keeps_other_weights_and_shrinks_the_cache() -> None:
     _, cache = mqa.generate(torch.zeros(1, 3, dtype=torch.long), 4)
     assert cache[0][0].shape == (1, 1, 7, 8)
     assert kv_cache_bytes_per_token(30, 3, 64, 4) == 46080
+
+
+def test_kv_cache_bytes_matches_the_formula_for_tiny_and_transformers_caches(tmp_path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from common_utils.gqa import kv_cache_bytes, load_or_train_tiny_lm
+
+    torch.manual_seed(0)
+    model = TinyCausalLM(vocab_size=11, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_len=32)
+    _, cache = model.generate(torch.zeros(1, 3, dtype=torch.long), 5)
+    assert kv_cache_bytes(cache) == 8 * kv_cache_bytes_per_token(2, 2, 8, 4)
+    config = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    out = LlamaForCausalLM(config)(torch.zeros(1, 6, dtype=torch.long), use_cache=True)
+    assert kv_cache_bytes(out.past_key_values) == 6 * kv_cache_bytes_per_token(2, 2, 8, 4)
+    ids = torch.randint(0, 11, (400,))
+    first, _ = load_or_train_tiny_lm(tmp_path / "m.pt", ids, 2, vocab_size=11, d_model=32, n_heads=4, n_kv_heads=4)
+    again, _ = load_or_train_tiny_lm(tmp_path / "m.pt", ids, 2)
+    assert torch.equal(first.head.weight, again.head.weight)
