@@ -18,6 +18,9 @@ Rooms:
     adapters      bottleneck adapters (Houlsby/Pfeiffer), which peft lacks
     topic_lm      topic classification as generation with plain Hugging Face APIs (Lab-1.1)
     classify      encoder sequence classification for the NLU PEFT labs (BitFit, P-Tuning) and the comparison
+    training_memory  activation bytes, exact gradient accumulation, training-memory estimator
+    attention     naive and tiled (online-softmax) attention, attention FLOPs and IO
+    gqa           MHA / MQA / GQA attention, K/V head pooling, KV-cache size, a tiny char LM
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ _EXPORTS = {
     "classify": ["CLASSIFY_SIZES", "CLASSIFY_LR", "ClassifierRun", "classify_sizes", "prepare_classifier", "tokenize_split", "course_classify_args", "make_classify_trainer", "predict_labels", "predict_logits", "logits_with_fixed_prompt", "evaluate_classifier", "evaluate_accuracy", "save_trainable", "load_trainable", "load_base_classifier", "finetune_classifier", "ensure_classifier", "label_names"],
     "plots": ["apply_course_style", "plot_loss_curves", "plot_bars", "plot_per_layer_distributions"],
     "topic_lm": ["hf_model_source", "topic_data_files", "topic_labels", "topic_messages", "topic_prompt_completion", "first_word", "topic_accuracy", "topic_lora_config", "topic_sft_config", "train_topic_lora", "ensure_topic_adapter"],
+    "training_memory": ["SavedTensorMeter", "causal_lm_batch", "token_loss_sum", "split_batch", "accumulated_gradients", "flat_grad", "relative_error", "MemoryEstimate", "estimate_training_memory", "truncate_layers", "tensor_bytes", "optimizer_state_bytes", "memory_timeline", "plot_memory_timeline", "peak_tensor_memory_mb"],
+    "attention": ["naive_attention", "tiled_attention", "AttentionCost", "attention_cost"],
+    "gqa": ["GroupedQueryAttention", "pool_kv_heads", "kv_cache_bytes_per_token", "TinyCausalLM", "char_corpus", "train_tiny_lm", "eval_loss", "kv_cache_bytes", "load_or_train_tiny_lm"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)
