@@ -38,7 +38,7 @@ _EXPORTS = {
     "monitor": ["ParamCount", "count_parameters", "process_rss_mb", "cuda_peak_mb", "track_peak_memory",
                 "Timer", "dir_size_mb", "write_metrics", "read_metrics"],
     "plots": ["apply_course_style", "plot_loss_curves", "plot_bars"],
-    "alignment": ["judge", "judge_scores", "win_rate", "preference_messages", "preference_pairs", "chosen_sft_set", "dpo_loss", "completion_logps", "reply_logps", "kl_to_reference", "course_dpo_config", "course_orpo_config", "make_dpo_trainer", "make_orpo_trainer", "preference_history", "AlignRun", "load_sft_policy", "train_sft_baseline", "train_preference", "ensure_alignment_adapter"],
+    "alignment": ["DPO_BETA", "ORPO_BETA", "judge", "judge_scores", "win_rate", "preference_messages", "preference_pairs", "chosen_sft_set", "dpo_loss", "completion_logps", "reply_logps", "kl_to_reference", "course_dpo_config", "course_orpo_config", "make_dpo_trainer", "make_orpo_trainer", "preference_history", "AlignRun", "load_sft_policy", "train_sft_baseline", "train_preference", "ensure_alignment_adapter"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)
