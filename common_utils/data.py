@@ -45,10 +45,24 @@ def _check_classification(row: dict[str, Any]) -> str | None:
     return None if row["label"] >= 0 else "'label' must be >= 0"
 
 
+def _check_preference(row: dict[str, Any]) -> str | None:
+    from .alignment import KINDS, judge
+
+    if row["kind"] not in KINDS:
+        return f"'kind' must be one of {', '.join(KINDS)}"
+    if not judge(row["kind"], row["chosen"]):
+        return "'chosen' does not pass the judge for its kind"
+    if judge(row["kind"], row["rejected"]):
+        return "'rejected' passes the judge for its kind: the pair prefers nothing"
+    return None
+
+
 DATASET_SCHEMAS: dict[str, Schema] = {
     "person_extraction": Schema({"id": str, "instruction": str, "input": str, "output": str}, _check_extraction),
     "topic_classification": Schema({"id": str, "text": str, "label": int, "label_text": str},
                                    _check_classification),
+    "preference_format": Schema({"id": str, "kind": str, "system": str, "prompt": str, "chosen": str,
+                                 "rejected": str}, _check_preference),
 }
 
 

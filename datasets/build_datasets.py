@@ -140,9 +140,101 @@ def build_topic_classification(rng: random.Random) -> dict[str, list[dict]]:
     return splits
 
 
+# --------------------------------------------------------------------------------------------
+# 3. preference_format: prompt / chosen / rejected pairs whose preferred behaviour a rule checks
+# --------------------------------------------------------------------------------------------
+# Three instruction kinds; each says in its system turn what the reply must look like, and
+# common_utils.alignment.judge checks exactly that. Chosen and rejected carry the same (correct)
+# content, so the only thing a preference method can learn from a pair is the requested format.
+PREFERENCE_SYSTEMS = {
+    "json": 'Reply with a JSON object of the form {"answer": ...} and nothing else.',
+    "brief": "Answer in at most five words.",
+    "prefix": "Begin your reply with 'Answer:'.",
+}
+CAPITALS = {
+    "France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin",
+    "Egypt": "Cairo", "Peru": "Lima", "Norway": "Oslo", "Kenya": "Nairobi", "Canada": "Ottawa",
+    "Poland": "Warsaw", "Portugal": "Lisbon", "Ireland": "Dublin", "Austria": "Vienna", "Greece": "Athens",
+    "Sweden": "Stockholm", "Finland": "Helsinki", "Denmark": "Copenhagen", "Chile": "Santiago",
+    "Cuba": "Havana", "Russia": "Moscow", "China": "Beijing", "India": "New Delhi", "Thailand": "Bangkok",
+    "Vietnam": "Hanoi", "Turkey": "Ankara", "Hungary": "Budapest", "Belgium": "Brussels",
+    "Argentina": "Buenos Aires", "Mexico": "Mexico City",
+}
+COLORS = {
+    "banana": "yellow", "lime": "green", "tomato": "red", "carrot": "orange", "blueberry": "blue",
+    "snow": "white", "coal": "black", "grass": "green", "lemon": "yellow", "strawberry": "red",
+    "pumpkin": "orange", "eggplant": "purple", "cherry": "red", "cucumber": "green", "milk": "white",
+    "chocolate": "brown", "raven": "black", "plum": "purple", "corn": "yellow", "sky on a clear day": "blue",
+}
+OPPOSITES = {
+    "hot": "cold", "big": "small", "fast": "slow", "happy": "sad", "light": "dark", "early": "late",
+    "full": "empty", "open": "closed", "up": "down", "old": "new", "strong": "weak", "rich": "poor",
+    "wet": "dry", "loud": "quiet", "hard": "soft", "high": "low", "long": "short", "thick": "thin",
+    "clean": "dirty", "inside": "outside",
+}
+PREFERENCE_SPLITS = {"train": 240, "valid": 30, "test": 60}
+ARITHMETIC_QUESTIONS = 130  # per operation; with 70 facts: 330 distinct questions = one per row
+
+
+def _preference_questions(rng: random.Random) -> list[tuple[str, str, str]]:
+    """(question, short answer, one explanatory sentence); every question text is distinct."""
+    questions = [(f"What is the capital of {country}?", city,
+                  f"{city} is the capital city of {country}, and it is also one of its largest cities.")
+                 for country, city in CAPITALS.items()]
+    questions += [(f"What color is {'the' if ' ' in thing else 'a'} {thing}?", color,
+                   f"The usual color of {thing} is {color}, which is how most people would describe it.")
+                  for thing, color in COLORS.items()]
+    questions += [(f"What is the opposite of '{word}'?", opposite,
+                   f"The opposite of '{word}' is '{opposite}'; the two words mean contrary things.")
+                  for word, opposite in OPPOSITES.items()]
+    pairs = rng.sample([(a, b) for a in range(2, 60) for b in range(2, 40)], 2 * ARITHMETIC_QUESTIONS)
+    questions += [(f"What is {a} plus {b}?", str(a + b), f"When you add {a} and {b} together, you get {a + b}.")
+                  for a, b in pairs[:ARITHMETIC_QUESTIONS]]
+    questions += [(f"What is {a + b} minus {b}?", str(a), f"If you take {b} away from {a + b}, {a} is left.")
+                  for a, b in pairs[ARITHMETIC_QUESTIONS:]]
+    return questions
+
+
+def _preference_pair(kind: str, answer: str, sentence: str, rng: random.Random) -> tuple[str, str]:
+    """(chosen, rejected): chosen follows the kind's rule; rejected states the same answer but breaks it."""
+    if kind == "json":
+        obj = json.dumps({"answer": answer}, ensure_ascii=False)
+        rejected = rng.choice([f"Sure! Here is the answer: {obj}", sentence, f"```json\n{obj}\n```",
+                               f"The answer is {answer}."])
+        return obj, rejected
+    if kind == "brief":
+        chosen = rng.choice([f"{answer}.", f"It is {answer}."])
+        return chosen, f"Good question! {sentence} I hope this helps you."
+    chosen = f"Answer: {answer}"
+    rejected = rng.choice([sentence, f"{answer}.", f"The answer is {answer}.", f"Sure! {sentence}"])
+    return chosen, rejected
+
+
+def build_preference_format(rng: random.Random) -> dict[str, list[dict]]:
+    """Each distinct question is used once, so no held-out (valid/test) question occurs in train.
+    Kinds rotate through each split, so all three are balanced."""
+    questions = _preference_questions(rng)
+    rng.shuffle(questions)
+    kinds = list(PREFERENCE_SYSTEMS)
+    splits: dict[str, list[dict]] = {}
+    held_out = PREFERENCE_SPLITS["valid"] + PREFERENCE_SPLITS["test"]
+    pools = {"valid": questions[:PREFERENCE_SPLITS["valid"]], "test": questions[PREFERENCE_SPLITS["valid"]:held_out],
+             "train": questions[held_out:]}
+    for split, size in PREFERENCE_SPLITS.items():
+        rows = []
+        for i, (question, answer, sentence) in enumerate(pools[split][:size]):
+            kind = kinds[i % len(kinds)]
+            chosen, rejected = _preference_pair(kind, answer, sentence, rng)
+            rows.append({"id": f"{split}-{i:04d}", "kind": kind, "system": PREFERENCE_SYSTEMS[kind],
+                         "prompt": question, "chosen": chosen, "rejected": rejected})
+        splits[split] = rows
+    return splits
+
+
 BUILDERS = {
     "person_extraction": build_person_extraction,
     "topic_classification": build_topic_classification,
+    "preference_format": build_preference_format,
 }
 
 

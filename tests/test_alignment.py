@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from common_utils.alignment import (
+    KINDS,
+    chosen_sft_set,
+    completion_logps,
+    course_dpo_config,
+    course_orpo_config,
+    dpo_loss,
+    judge,
+    judge_scores,
+    kl_to_reference,
+    make_dpo_trainer,
+    preference_history,
+    preference_messages,
+    preference_pairs,
+    reply_logps,
+    win_rate,
+)
+from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
+
+
+@pytest.mark.parametrize("kind, reply, expected", [
+    ("json", '{"answer": "Paris"}', True),
+    ("json", '  {"answer": 42}\n', True),
+    ("json", 'Sure! {"answer": "Paris"}', False),
+    ("json", '```json\n{"answer": "Paris"}\n```', False),
+    ("json", '{"answer": "Paris", "note": "x"}', False),
+    ("json", '["Paris"]', False),
+    ("brief", "Paris.", True),
+    ("brief", "It is in fact Paris.", True),
+    ("brief", "The capital of France is Paris.", False),
+    ("brief", "   ", False),
+    ("prefix", "Answer: Paris", True),
+    ("prefix", "Answer:", False),
+    ("prefix", "The answer: Paris", False),
+])
+def test_judge(kind: str, reply: str, expected: bool) -> None:
+    assert judge(kind, reply) is expected
+
+
+def test_judge_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="unknown preference kind 'poem'"):
+        judge("poem", "roses are red")
+
+
+def test_judge_scores_per_kind() -> None:
+    scores = judge_scores(["json", "json", "brief", "prefix"], ['{"answer": 1}', "no", "Yes.", "Answer: 2"])
+    assert scores["judge_score"] == pytest.approx(0.75)
+    assert scores["judge_json"] == pytest.approx(0.5)
+    assert scores["judge_brief"] == scores["judge_prefix"] == 1.0
+    assert scores["passed"] == [True, False, True, True]
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        judge_scores(["json"], [])
+
+
+def test_win_rate_counts_ties_as_half() -> None:
+    result = win_rate([True, True, False, False], [False, True, False, True])
+    assert (result["wins"], result["losses"], result["ties"]) == (1, 1, 2)
+    assert result["win_rate"] == pytest.approx(0.5)
+    assert win_rate([True, True], [False, False])["win_rate"] == 1.0
+    with pytest.raises(ValueError):
+        win_rate([True], [True, False])
+
+
+def _rows(split: str) -> list[dict]:
+    return validate_jsonl(datasets_dir() / "preference_format" / f"{split}.jsonl", DATASET_SCHEMAS["preference_format"])
+
+
+def test_preference_dataset_sizes_balance_and_disjoint_prompts() -> None:
+    splits = {split: _rows(split) for split in ("train", "valid", "test")}
+    assert {s: len(r) for s, r in splits.items()} == {"train": 240, "valid": 30, "test": 60}
+    for rows in splits.values():
+        counts = {kind: sum(r["kind"] == kind for r in rows) for kind in KINDS}
+        assert max(counts.values()) - min(counts.values()) <= 1, counts
+    train_prompts = {r["prompt"] for r in splits["train"]}
+    for held_out in ("valid", "test"):
+        assert not train_prompts & {r["prompt"] for r in splits[held_out]}, f"{held_out} prompt seen in train"
+
+
+def test_preference_dataset_labels_agree_with_judge() -> None:
+    """The schema check: chosen passes, rejected fails, for every committed row."""
+    for split in ("train", "valid", "test"):
+        for row in _rows(split):
+            assert judge(row["kind"], row["chosen"]) and not judge(row["kind"], row["rejected"]), row["id"]
+
+
+def test_validator_rejects_a_pair_that_prefers_nothing(tmp_path: Path) -> None:
+    row = {"id": "t-1", "kind": "brief", "system": "Answer in at most five words.", "prompt": "Capital of Peru?",
+           "chosen": "Lima.", "rejected": "It is Lima."}
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetFormatError, match="'rejected' passes the judge"):
+        validate_jsonl(path, DATASET_SCHEMAS["preference_format"])
+
+
+def test_trl_formats() -> None:
+    pairs = preference_pairs("valid", limit=3)
+    assert sorted(pairs.column_names) == ["chosen", "prompt", "rejected"]
+    assert [m["role"] for m in pairs[0]["prompt"]] == ["system", "user"]
+    assert pairs[0]["chosen"][0]["role"] == "assistant"
+    sft = chosen_sft_set("valid", limit=3)
+    assert sorted(sft.column_names) == ["completion", "prompt"]
+    assert sft[0]["completion"] == pairs[0]["chosen"]
+    row = _rows("valid")[0]
+    assert preference_messages(row)[0]["content"] == row["system"]
+
+
+def test_dpo_loss_by_hand() -> None:
+    pc, pr, rc, rr = (torch.tensor([v]) for v in (-2.0, -5.0, -3.0, -4.0))
+    loss, chosen, rejected = dpo_loss(pc, pr, rc, rr, beta=0.5)
+    margin = 0.5 * ((-2.0 + 3.0) - (-5.0 + 4.0))
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-margin)))
+    assert chosen.item() == pytest.approx(0.5) and rejected.item() == pytest.approx(-0.5)
+    same = dpo_loss(rc, rr, rc, rr, beta=0.1)[0]
+    assert same.item() == pytest.approx(math.log(2)), "policy == reference gives log 2"
+
+
+def test_kl_to_reference() -> None:
+    assert kl_to_reference(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -2.0])) == pytest.approx(0.5)
+
+
+def _tiny_lm_config(tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+
+
+def _perturb_lora(model) -> None:
+    """Non-zero LoRA B, so the policy differs from the reference (adapter disabled)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+
+
+def _tiny_peft_lm(tokenizer):
+    """A 2-layer random Llama with the real tokenizer, wrapped in LoRA with non-zero B."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    model = get_peft_model(LlamaForCausalLM(_tiny_lm_config(tokenizer)), lora)
+    _perturb_lora(model)
+    return model
+
+
+def test_from_scratch_dpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> None:
+    """Our completion_logps + dpo_loss give TRL's DPOTrainer loss on the same batch
+    (reference = the same model with its LoRA adapter disabled)."""
+    from peft import LoraConfig
+    from transformers import LlamaForCausalLM
+
+    _, tokenizer = tiny_lm
+    torch.manual_seed(0)
+    small = profile.with_overrides(batch_size=4, train_steps=1)
+    trainer = make_dpo_trainer(LlamaForCausalLM(_tiny_lm_config(tokenizer)), tokenizer,
+                               preference_pairs("valid", limit=4), course_dpo_config(small, tmp_path / "dpo", beta=0.3),
+                               LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    assert "ref" not in trainer.model.peft_config, "a fresh adapter needs no reference copy"
+    _perturb_lora(trainer.model)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(trainer.model, batch)
+        logps = completion_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        with trainer.model.disable_adapter():
+            ref = completion_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    ours = dpo_loss(*logps.chunk(2), *ref.chunk(2), beta=0.3)[0]
+    assert abs(ours.item() - math.log(2)) > 1e-3, "policy and reference must differ for the test to mean anything"
+    assert ours.item() == pytest.approx(trl_loss.item(), abs=1e-4)
+
+
+def test_reply_logps_matches_completion_logps(tiny_lm) -> None:
+    _, tokenizer = tiny_lm
+    model = _tiny_peft_lm(tokenizer).eval()
+    conversation = [{"role": "system", "content": "Answer in at most five words."},
+                    {"role": "user", "content": "What is 2 plus 2?"}]
+    values = reply_logps(model, tokenizer, [conversation, conversation], ["4.", "It is four, I think."])
+    prompt = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt + "4." + tokenizer.eos_token, return_tensors="pt", add_special_tokens=False)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    mask = torch.zeros_like(ids["input_ids"])
+    mask[:, n_prompt:] = 1
+    with torch.no_grad():
+        single = completion_logps(model, ids["input_ids"], ids["attention_mask"], mask)
+    assert values.shape == (2,)
+    assert values[0].item() == pytest.approx(single.item(), abs=1e-4), "right padding must not change log-probs"
+
+
+def test_configs_carry_profile_sizes(profile, tmp_path: Path) -> None:
+    dpo = course_dpo_config(profile, tmp_path / "d")
+    orpo = course_orpo_config(profile, tmp_path / "o", max_steps=3)
+    assert (dpo.max_steps, dpo.per_device_train_batch_size, dpo.learning_rate) == (
+        profile.train_steps, profile.batch_size, profile.learning_rate)
+    assert orpo.max_steps == 3 and not orpo.activation_checkpointing
+
+
+def test_preference_history() -> None:
+    from types import SimpleNamespace
+
+    log = [{"step": 1, "rewards/margins": 0.1}, {"step": 2, "loss": 1.0}, {"step": 2, "rewards/margins": 0.3}]
+    assert preference_history(SimpleNamespace(state=SimpleNamespace(log_history=log)), "rewards/margins") == [
+        (1, 0.1), (2, 0.3)]
