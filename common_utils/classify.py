@@ -180,6 +180,7 @@ def predict_labels(model, tokenizer, texts: list[str], max_length: int | None = 
     import torch
 
     max_length = max_length or CLASSIFY_SIZES["smoke"].max_length
+    texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
     model.eval()
     device = next(model.parameters()).device
     predictions: list[int] = []
@@ -198,6 +199,7 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int | None = 
     import torch
 
     max_length = max_length or CLASSIFY_SIZES["smoke"].max_length
+    texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
     model.eval()
     device = next(model.parameters()).device
     batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
@@ -216,6 +218,7 @@ def logits_with_fixed_prompt(model, tokenizer, prompt, texts: list[str], max_len
     import torch
 
     max_length = max_length or CLASSIFY_SIZES["smoke"].max_length
+    texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
     model.eval()
     device = next(model.parameters()).device
     batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(device)
