@@ -169,12 +169,19 @@ def finetune_extraction(method: str, profile, output_dir: str | Path, quantizati
                                learning_rate=learning_rate or default_learning_rate(method, profile))
     trainer = make_sft_trainer(model, tokenizer, extraction_train_set(), config)
     with track_peak_memory() as peak, Timer() as timer:
-        run_sft(trainer)
+        run_sft(trainer, resume=_resumable(model))
     if has_adapters(trainer.model):  # bottleneck adapters: their weights alone, not the whole model
         adapter_dir = save_adapters(output_dir / "adapter", trainer.model, tokenizer)
     else:
         adapter_dir = save_pretrained_atomic(output_dir / "adapter", trainer.model, tokenizer)
     return FinetuneRun(trainer.model, tokenizer, trainer, loss_history(trainer), timer.seconds, peak, adapter_dir)
+
+
+def _resumable(model) -> bool:
+    """False for prefix tuning with the MLP projection: peft checkpoints store only the MLP's output
+    (the prefix itself), so the MLP cannot be restored from them and the run must start over."""
+    peft_config = getattr(model, "peft_config", {}).get("default")
+    return not getattr(peft_config, "prefix_projection", False)
 
 
 def ensure_adapter(method: str, profile, run_dir: str | Path, **finetune_kwargs: Any) -> Path:

@@ -181,3 +181,20 @@ def test_ensure_adapter_rebuilds_a_missing_adapter(profile: Profile, tmp_path: P
     assert train.ensure_adapter("qlora", profile, tmp_path, quantization="4bit") == tmp_path / "adapter"
     assert calls == [(("qlora", profile, tmp_path), {"quantization": "4bit"})]
     assert "not found" in capsys.readouterr().out
+
+
+def test_prefix_tuning_with_projection_is_not_resumed_from_checkpoints() -> None:
+    """peft saves a projected prefix as the MLP's output only; resuming would load the wrong shape."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, PrefixTuningConfig
+
+    from common_utils.train import _resumable
+
+    projected = SimpleNamespace(peft_config={"default": PrefixTuningConfig(num_virtual_tokens=4, prefix_projection=True,
+                                                                           task_type="CAUSAL_LM")})
+    plain = SimpleNamespace(peft_config={"default": PrefixTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM")})
+    assert not _resumable(projected)
+    assert _resumable(plain)
+    assert _resumable(SimpleNamespace(peft_config={"default": LoraConfig(r=2)}))
+    assert _resumable(SimpleNamespace())  # bottleneck adapters: no peft_config
