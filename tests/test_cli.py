@@ -28,7 +28,9 @@ def test_doctor_reports_the_embedded_models_ready(repo_root: Path) -> None:
 def test_validate_data_accepts_the_course_data(repo_root: Path) -> None:
     result = _course_cli("validate-data", cwd=repo_root)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("rows OK") == 6
+    files = sorted((repo_root / "datasets").glob("*/*.jsonl"))
+    assert len(files) >= 9  # person_extraction, topic_classification, preference_format x train/valid/test
+    assert result.stdout.count("rows OK") == len(files)
 
 
 def test_validate_data_rejects_a_bad_file(repo_root: Path, tmp_path: Path) -> None:
