@@ -44,7 +44,7 @@ _EXPORTS = {
              "extraction_messages", "to_prompt_completion", "loss_token_table"],
     "train": ["course_sft_config", "make_sft_trainer", "run_sft", "train_sft", "extraction_train_set", "FinetuneRun",
               "finetune_extraction", "ensure_adapter", "loss_history", "loss_reduction"],
-    "artifacts": ["save_pretrained_atomic"],
+    "artifacts": ["save_pretrained_atomic", "atomic_file"],
     "evaluation": ["generate_batch", "parse_json_object", "score_extraction", "perplexity"],
     "monitor": ["ParamCount", "count_parameters", "process_rss_mb", "cuda_peak_mb", "track_peak_memory",
                 "Timer", "dir_size_mb", "write_metrics", "read_metrics", "median_seconds"],
@@ -56,7 +56,7 @@ _EXPORTS = {
     "training_memory": ["SavedTensorMeter", "causal_lm_batch", "token_loss_sum", "split_batch", "accumulated_gradients", "flat_grad", "relative_error", "MemoryEstimate", "estimate_training_memory", "truncate_layers", "tensor_bytes", "optimizer_state_bytes", "memory_timeline", "plot_memory_timeline", "peak_tensor_memory_mb"],
     "attention": ["naive_attention", "tiled_attention", "AttentionCost", "attention_cost"],
     "gqa": ["GroupedQueryAttention", "pool_kv_heads", "kv_cache_bytes_per_token", "TinyCausalLM", "char_corpus", "train_tiny_lm", "eval_loss", "kv_cache_bytes", "load_or_train_tiny_lm"],
-    "alignment": ["DPO_BETA", "ORPO_BETA", "judge", "judge_scores", "win_rate", "preference_messages", "preference_pairs", "chosen_sft_set", "dpo_loss", "completion_logps", "reply_logps", "kl_to_reference", "course_dpo_config", "course_orpo_config", "make_dpo_trainer", "make_orpo_trainer", "preference_history", "AlignRun", "load_sft_policy", "train_sft_baseline", "train_preference", "ensure_alignment_adapter"],
+    "alignment": ["DPO_BETA", "ORPO_BETA", "judge", "judge_scores", "win_rate", "preference_messages", "preference_pairs", "chosen_sft_set", "dpo_loss", "completion_logps", "reply_logps", "kl_to_reference", "course_dpo_config", "course_orpo_config", "make_dpo_trainer", "make_orpo_trainer", "AlignRun", "load_sft_policy", "train_sft_baseline", "train_preference", "ensure_alignment_adapter"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)

@@ -176,28 +176,18 @@ def kl_to_reference(policy_logps, reference_logps) -> float:
 # ----------------------------------------------------------------------------------------------
 # TRL configs and trainers with course defaults
 # ----------------------------------------------------------------------------------------------
-def _trl_defaults(profile, output_dir: str | Path, steps: int) -> dict[str, Any]:
-    from .runtime import bf16_supported, get_device
+def _trl_defaults(profile, output_dir: str | Path, beta: float, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The course's TRL defaults (common_utils.train) with this method's beta; no mid-run checkpoints."""
+    from .train import course_trl_defaults
 
-    device = get_device()
-    return dict(
-        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=profile.batch_size,
-        learning_rate=profile.learning_rate, max_length=profile.max_length, logging_steps=1,
-        save_strategy="no", report_to="none", seed=profile.seed,
-        activation_checkpointing=False,  # TRL turns it on by default; at course sizes it only costs time
-        bf16=bf16_supported(device), fp16=device.type == "cuda" and not bf16_supported(device),
-        dataloader_num_workers=0, dataloader_pin_memory=device.type == "cuda",
-    )
+    return course_trl_defaults(profile, output_dir, **{"save_strategy": "no", "beta": beta, **overrides})
 
 
 def course_dpo_config(profile, output_dir: str | Path, **overrides: Any):
     """DPOConfig with sizes from the profile (steps, batch, lr, max_length) and beta = DPO_BETA."""
     from trl import DPOConfig
 
-    values = _trl_defaults(profile, output_dir, overrides.get("max_steps", profile.train_steps))
-    values["beta"] = DPO_BETA
-    values.update(overrides)
-    return DPOConfig(**values)
+    return DPOConfig(**_trl_defaults(profile, output_dir, DPO_BETA, overrides))
 
 
 def course_orpo_config(profile, output_dir: str | Path, **overrides: Any):
@@ -207,10 +197,7 @@ def course_orpo_config(profile, output_dir: str | Path, **overrides: Any):
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.orpo import ORPOConfig
 
-    values = _trl_defaults(profile, output_dir, overrides.get("max_steps", profile.train_steps))
-    values["beta"] = ORPO_BETA
-    values.update(overrides)
-    return ORPOConfig(**values)
+    return ORPOConfig(**_trl_defaults(profile, output_dir, ORPO_BETA, overrides))
 
 
 def make_dpo_trainer(model, tokenizer, train_dataset, config, peft_config=None):
@@ -232,11 +219,6 @@ def make_orpo_trainer(model, tokenizer, train_dataset, config, peft_config=None)
 
     return ORPOTrainer(model=model, args=config, train_dataset=train_dataset, processing_class=tokenizer,
                        peft_config=peft_config)
-
-
-def preference_history(trainer, key: str) -> list[tuple[int, float]]:
-    """(step, value) of one logged metric, e.g. 'rewards/margins' or 'rewards/accuracies'."""
-    return [(entry["step"], entry[key]) for entry in trainer.state.log_history if key in entry]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ applying the same method to a fresh base and loading those tensors.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -261,15 +260,14 @@ def trainable_state(model) -> dict[str, Any]:
 
 
 def save_trainable(path: str | Path, model) -> Path:
-    """Write `trainable_state(model)` as safetensors, atomically (temporary file, then rename)."""
+    """Write `trainable_state(model)` as safetensors, atomically."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(trainable_state(model), str(tmp))
-    tmp.replace(path)
-    return path
+    from .artifacts import atomic_file
+
+    with atomic_file(path) as tmp:
+        save_file(trainable_state(model), str(tmp))
+    return Path(path)
 
 
 def load_trainable(model, path: str | Path):
@@ -333,10 +331,6 @@ def _settings(method: Any, profile, args, n_examples: int, model_key: str,
             "overrides": {k: str(v) for k, v in sorted(overrides.items())}}
 
 
-def _fingerprint(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def load_base_classifier(profile, num_labels: int = 4):
     """The profile's encoder with a new classification head, seeded so the head starts the same way
     every time (methods that keep the head frozen rely on that)."""
@@ -356,9 +350,10 @@ def finetune_classifier(method: Any, profile, output_dir: str | Path, max_steps:
 
     With reuse=True a finished run with the same settings is loaded instead of retrained, so later
     stages (and the comparison) can call this freely; changed settings retrain from scratch."""
+    from .artifacts import atomic_file
     from .monitor import Timer, count_parameters, track_peak_memory
     from .runtime import seed_everything
-    from .train import loss_history
+    from .train import loss_history, stable_hash
 
     output_dir = Path(output_dir)
     model, tokenizer = load_base_classifier(profile)
@@ -373,7 +368,7 @@ def finetune_classifier(method: Any, profile, output_dir: str | Path, max_steps:
     train_set = tokenize_split(tokenizer, "train", sizes.max_length)
     settings = _settings(method, profile, args, len(train_set), getattr(model, "course_model_key", ""),
                          peft_overrides)
-    fingerprint = _fingerprint(settings)
+    fingerprint = stable_hash(settings)
     params = count_parameters(model)
     run_file, weights = output_dir / RUN_FILE, output_dir / TRAINABLE_FILE
 
@@ -401,9 +396,8 @@ def finetune_classifier(method: Any, profile, output_dir: str | Path, max_steps:
                         output_dir, settings=settings)
     save_trainable(weights, model)
     record = {**run.record(), "fingerprint": fingerprint}
-    tmp = run_file.with_name(f".{run_file.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    tmp.replace(run_file)
+    with atomic_file(run_file) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     return run
 
 

@@ -183,6 +183,8 @@ def load_or_train_tiny_lm(path, ids: torch.Tensor, steps: int, **config) -> tupl
     it with the same settings (so every stage runs on its own). Returns (model, loss history)."""
     from pathlib import Path
 
+    from .artifacts import atomic_file
+
     path = Path(path)
     if path.exists():
         saved = torch.load(path, weights_only=True)
@@ -193,8 +195,6 @@ def load_or_train_tiny_lm(path, ids: torch.Tensor, steps: int, **config) -> tupl
     torch.manual_seed(0)
     model = TinyCausalLM(**config)
     history = train_tiny_lm(model, ids, steps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"config": model.config, "state": model.state_dict(), "history": history}, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        torch.save({"config": model.config, "state": model.state_dict(), "history": history}, tmp)
     return model, history

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .artifacts import atomic_file
+
 MB = 2**20
 
 
@@ -115,10 +117,8 @@ def write_metrics(path: str | Path, section: str, values: dict[str, Any]) -> dic
     path = Path(path)
     data = read_metrics(path)
     data[section] = values
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float), encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float), encoding="utf-8")
     return data
 
 

@@ -17,10 +17,9 @@ from typing import Any
 RUN_FINGERPRINT = "course_run.json"
 
 
-def course_sft_config(profile, output_dir: str | Path, **overrides: Any):
-    """SFTConfig with sizes from the profile; any SFTConfig field can be overridden by keyword."""
-    from trl import SFTConfig
-
+def course_trl_defaults(profile, output_dir: str | Path, **overrides: Any) -> dict[str, Any]:
+    """The course's keyword arguments for any TRL config (SFTConfig, DPOConfig, ORPOConfig): sizes from
+    the profile, precision from the device, checkpoints a few times per run; overrides win."""
     from .runtime import bf16_supported, get_device
 
     device = get_device()
@@ -44,8 +43,14 @@ def course_sft_config(profile, output_dir: str | Path, **overrides: Any):
         dataloader_num_workers=0,
         dataloader_pin_memory=device.type == "cuda",
     )
-    defaults.update(overrides)
-    return SFTConfig(**defaults)
+    return {**defaults, **overrides}
+
+
+def course_sft_config(profile, output_dir: str | Path, **overrides: Any):
+    """SFTConfig with sizes from the profile; any SFTConfig field can be overridden by keyword."""
+    from trl import SFTConfig
+
+    return SFTConfig(**course_trl_defaults(profile, output_dir, **overrides))
 
 
 def _fingerprint(config, peft_config, n_examples: int, model) -> str:
@@ -63,6 +68,12 @@ def _fingerprint(config, peft_config, n_examples: int, model) -> str:
     payload["examples"] = n_examples
     payload["model"] = getattr(model, "course_model_key", type(model).__name__)
     payload["quantized"] = is_quantized(model)
+    return stable_hash(payload)
+
+
+def stable_hash(payload: dict[str, Any]) -> str:
+    """Short hash of a settings dict that is the same in every process: keys sorted, sets sorted (their
+    iteration order changes with PYTHONHASHSEED), anything else not JSON-native as its str()."""
 
     def jsonable(value: Any) -> Any:
         return sorted(map(str, value)) if isinstance(value, (set, frozenset)) else str(value)
@@ -205,6 +216,7 @@ def loss_reduction(history: list[tuple[int, float]], window: int = 3) -> float:
     return 1.0 - last / first
 
 
-def loss_history(trainer) -> list[tuple[int, float]]:
-    """(step, training loss) pairs logged by the trainer."""
-    return [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+def loss_history(trainer, key: str = "loss") -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric the trainer logged: the training loss by default, or e.g.
+    'rewards/margins' and 'rewards/accuracies' of TRL's DPOTrainer."""
+    return [(entry["step"], entry[key]) for entry in trainer.state.log_history if key in entry]

@@ -18,7 +18,6 @@ from common_utils.alignment import (
     judge_scores,
     kl_to_reference,
     make_dpo_trainer,
-    preference_history,
     preference_messages,
     preference_pairs,
     reply_logps,
@@ -207,9 +206,11 @@ def test_configs_carry_profile_sizes(profile, tmp_path: Path) -> None:
     assert orpo.max_steps == 3 and not orpo.activation_checkpointing
 
 
-def test_preference_history() -> None:
+def test_reward_margins_are_read_with_loss_history() -> None:
     from types import SimpleNamespace
 
+    from common_utils.train import loss_history
+
     log = [{"step": 1, "rewards/margins": 0.1}, {"step": 2, "loss": 1.0}, {"step": 2, "rewards/margins": 0.3}]
-    assert preference_history(SimpleNamespace(state=SimpleNamespace(log_history=log)), "rewards/margins") == [
+    assert loss_history(SimpleNamespace(state=SimpleNamespace(log_history=log)), "rewards/margins") == [
         (1, 0.1), (2, 0.3)]

@@ -76,3 +76,17 @@ def test_write_metrics_converts_numpy_numbers(tmp_path: Path) -> None:
     path = tmp_path / "metrics.json"
     write_metrics(path, "run", {"loss": np.float32(0.25), "steps": 3})
     assert read_metrics(path) == {"run": {"loss": 0.25, "steps": 3}}
+
+
+def test_atomic_file_replaces_only_when_the_write_finishes(tmp_path: Path) -> None:
+    from common_utils.artifacts import atomic_file
+
+    target = tmp_path / "sub" / "weights.bin"
+    with atomic_file(target) as tmp:
+        tmp.write_text("first")
+    assert target.read_text() == "first"
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "first"  # the old file survives an interrupted write
+    assert sorted(p.name for p in target.parent.iterdir()) == ["weights.bin"]  # no temporary left behind
