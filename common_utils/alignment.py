@@ -24,6 +24,22 @@ REQUIRED_PREFIX = "Answer:"
 DPO_BETA = 0.1
 # ORPO's lambda (weight of the odds-ratio term; TRL calls it beta). 0.1 as in the ORPO paper's examples.
 ORPO_BETA = 0.1
+# The SFT warm-up's share of the step budget in the SFT -> DPO route (DPO gets the rest).
+SFT_SHARE = 1 / 3
+
+
+def stage_steps(stage: str, profile) -> int:
+    """Optimizer steps of one alignment stage; every route spends the profile's `train_steps` in total.
+
+    SFT -> DPO: the SFT warm-up gets a third and DPO the rest; ORPO (one stage) gets all of it. So the
+    two routes cost the same number of optimizer steps. A short warm-up also leaves DPO room to improve:
+    on this format task a full-budget SFT alone already passes the judge on nearly every prompt (measured
+    in the Lab-1.7 README)."""
+    sft = max(1, round(profile.train_steps * SFT_SHARE))
+    budget = {"sft": sft, "dpo": max(1, profile.train_steps - sft), "orpo": profile.train_steps}
+    if stage not in budget:
+        raise ValueError(f"stage must be one of {', '.join(budget)}, got {stage!r}")
+    return budget[stage]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,6 +183,39 @@ def reply_logps(model, tokenizer, conversations: list[list[dict[str, str]]], rep
     return torch.cat(values)
 
 
+def token_logps(model, input_ids, attention_mask, labels):
+    """(sum, count) of log pi(token | prefix) over the tokens whose label is not -100, per row.
+
+    ORPO uses the *mean* log-probability of a reply (sum / count), so that a long rejected reply is
+    not penalised just for being long; DPO uses the sum."""
+    import torch
+
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    mask = targets != -100
+    gathered = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (gathered * mask).sum(dim=1), mask.sum(dim=1)
+
+
+def log1mexp(x):
+    """log(1 - exp(x)) for x < 0, stable at both ends (Maechler 2012: switch at -log 2)."""
+    import torch
+
+    return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def orpo_loss(chosen_nll, chosen_mean_logps, rejected_mean_logps, lam: float):
+    """The ORPO loss of Hong et al. (2024), written out: returns (loss, mean log odds ratio).
+
+    odds(y|x) = P / (1 - P) with P = exp(mean token log-prob of y). The loss is the SFT loss on the chosen
+    reply plus lam * -log sigmoid(log odds(y_chosen) - log odds(y_rejected)): no reference model at all."""
+    import torch.nn.functional as F
+
+    log_odds = (chosen_mean_logps - rejected_mean_logps) - (
+        log1mexp(chosen_mean_logps) - log1mexp(rejected_mean_logps))
+    return chosen_nll - lam * F.logsigmoid(log_odds).mean(), log_odds.mean().detach()
+
+
 def kl_to_reference(policy_logps, reference_logps) -> float:
     """Monte-Carlo estimate of KL(policy || reference) per reply: mean of log pi - log pi_ref over
     replies the policy generated itself. With greedy replies it is a proxy, not an unbiased estimate."""
@@ -184,9 +233,11 @@ def _trl_defaults(profile, output_dir: str | Path, beta: float, overrides: dict[
 
 
 def course_dpo_config(profile, output_dir: str | Path, **overrides: Any):
-    """DPOConfig with sizes from the profile (steps, batch, lr, max_length) and beta = DPO_BETA."""
+    """DPOConfig with sizes from the profile (batch, lr, max_length), DPO's share of the step budget
+    (stage_steps) and beta = DPO_BETA."""
     from trl import DPOConfig
 
+    overrides = {"max_steps": stage_steps("dpo", profile), **overrides}
     return DPOConfig(**_trl_defaults(profile, output_dir, DPO_BETA, overrides))
 
 
@@ -249,7 +300,7 @@ def load_sft_policy(profile, sft_adapter: str | Path):
 
 
 def train_sft_baseline(profile, run_dir: str | Path) -> AlignRun:
-    """SFT on the chosen replies with LoRA; the adapter goes to `run_dir/adapter`."""
+    """SFT on the chosen replies with LoRA for stage_steps("sft") steps; the adapter goes to `run_dir/adapter`."""
     from .artifacts import save_pretrained_atomic
     from .models import load_causal_lm
     from .monitor import Timer, track_peak_memory
@@ -261,7 +312,7 @@ def train_sft_baseline(profile, run_dir: str | Path) -> AlignRun:
     seed_everything(profile.seed)
     model, tokenizer = load_causal_lm(profile.model)
     model = apply_peft(model, "lora", profile)
-    config = course_sft_config(profile, run_dir / "checkpoints")
+    config = course_sft_config(profile, run_dir / "checkpoints", max_steps=stage_steps("sft", profile))
     trainer = make_sft_trainer(model, tokenizer, chosen_sft_set(), config)
     with track_peak_memory() as peak, Timer() as timer:
         run_sft(trainer)

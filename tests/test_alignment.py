@@ -18,9 +18,13 @@ from common_utils.alignment import (
     judge_scores,
     kl_to_reference,
     make_dpo_trainer,
+    make_orpo_trainer,
+    orpo_loss,
     preference_messages,
     preference_pairs,
     reply_logps,
+    stage_steps,
+    token_logps,
     win_rate,
 )
 from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
@@ -181,6 +185,46 @@ def test_from_scratch_dpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> N
     assert ours.item() == pytest.approx(trl_loss.item(), abs=1e-4)
 
 
+def test_from_scratch_orpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> None:
+    """Our token_logps + orpo_loss give TRL's ORPOTrainer loss on the same batch: the NLL over the whole
+    chosen sequence (prompt included, as TRL computes it) plus lam * the odds-ratio term on mean log-probs."""
+    from peft import LoraConfig
+    from transformers import LlamaForCausalLM
+
+    from common_utils.alignment import course_orpo_config
+
+    _, tokenizer = tiny_lm
+    torch.manual_seed(0)
+    small = profile.with_overrides(batch_size=4, train_steps=1)
+    trainer = make_orpo_trainer(LlamaForCausalLM(_tiny_lm_config(tokenizer)), tokenizer,
+                                preference_pairs("valid", limit=4), course_orpo_config(small, tmp_path / "orpo", beta=0.3),
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    _perturb_lora(trainer.model)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(trainer.model, batch)
+        means = {}
+        for side in ("chosen", "rejected"):
+            total, count = token_logps(trainer.model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"],
+                                       batch[f"{side}_labels"])
+            means[side] = total / count
+        ids, mask = batch["chosen_input_ids"], batch["chosen_attention_mask"]
+        total, count = token_logps(trainer.model, ids, mask, ids.masked_fill(mask == 0, -100))
+        nll = -total.sum() / count.sum()
+    ours, log_odds = orpo_loss(nll, means["chosen"], means["rejected"], lam=0.3)
+    assert ours.item() == pytest.approx(trl_loss.item(), abs=1e-4)
+    assert abs(log_odds.item()) > 1e-3, "chosen and rejected must differ for the test to mean anything"
+
+
+def test_orpo_loss_by_hand() -> None:
+    chosen, rejected = torch.tensor([-0.5]), torch.tensor([-2.0])
+    log_odds = (-0.5 - math.log(1 - math.exp(-0.5))) - (-2.0 - math.log(1 - math.exp(-2.0)))
+    loss, reported = orpo_loss(torch.tensor(1.0), chosen, rejected, lam=0.1)
+    assert reported.item() == pytest.approx(log_odds, rel=1e-5)
+    assert loss.item() == pytest.approx(1.0 + 0.1 * math.log1p(math.exp(-log_odds)), rel=1e-5)
+
+
 def test_reply_logps_matches_completion_logps(tiny_lm) -> None:
     _, tokenizer = tiny_lm
     model = _tiny_peft_lm(tokenizer).eval()
@@ -202,8 +246,19 @@ def test_configs_carry_profile_sizes(profile, tmp_path: Path) -> None:
     dpo = course_dpo_config(profile, tmp_path / "d")
     orpo = course_orpo_config(profile, tmp_path / "o", max_steps=3)
     assert (dpo.max_steps, dpo.per_device_train_batch_size, dpo.learning_rate) == (
-        profile.train_steps, profile.batch_size, profile.learning_rate)
+        stage_steps("dpo", profile), profile.batch_size, profile.learning_rate)
     assert orpo.max_steps == 3 and not orpo.activation_checkpointing
+
+
+@pytest.mark.parametrize("steps, expected", [(12, (4, 8, 12)), (120, (40, 80, 120)), (2, (1, 1, 2)), (1, (1, 1, 1))])
+def test_stage_steps_split_one_budget(profile, steps: int, expected: tuple[int, int, int]) -> None:
+    budget = profile.with_overrides(train_steps=steps)
+    assert tuple(stage_steps(s, budget) for s in ("sft", "dpo", "orpo")) == expected
+
+
+def test_stage_steps_rejects_unknown_stage(profile) -> None:
+    with pytest.raises(ValueError, match="stage must be one of"):
+        stage_steps("ppo", profile)
 
 
 def test_reward_margins_are_read_with_loss_history() -> None:
