@@ -354,6 +354,64 @@ def train_preference(method: str, profile, run_dir: str | Path, start_adapter: s
     return AlignRun(trainer.model, tokenizer, trainer, timer.seconds, peak, adapter_dir)
 
 
+def preference_step_cost(method: str, profile, steps: int = 3, reference_copy: bool = False) -> dict[str, Any]:
+    """What one preference method costs per step: seconds per optimizer step (median after the first,
+    which pays one-off warm-up) and memory from before the model is loaded to the end of training.
+
+    method 'dpo' with reference_copy=False uses TRL's LoRA shortcut (reference = adapter disabled);
+    reference_copy=True hands DPOTrainer a second copy of the weights, as full fine-tuning needs;
+    'orpo' has no reference at all. Run each in a fresh process (the lab's measure_step_cost.py), so
+    the peak belongs to one method only."""
+    import shutil
+    import statistics
+    import tempfile
+    import time
+
+    from transformers import TrainerCallback
+
+    from .models import load_causal_lm
+    from .monitor import track_peak_memory
+    from .peft_methods import make_peft_config
+    from .runtime import seed_everything
+
+    if method not in ("dpo", "orpo") or (reference_copy and method != "dpo"):
+        raise ValueError(f"expected method 'dpo' (optionally with reference_copy) or 'orpo', got {method!r}"
+                         f"{' with reference_copy' if reference_copy else ''}")
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.times = [time.perf_counter()]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter())
+
+    seed_everything(profile.seed)
+    clock = StepClock()
+    with track_peak_memory() as peak:
+        model, tokenizer = load_causal_lm(profile.model)
+        data = preference_pairs("train", limit=steps * profile.batch_size)
+        overrides = {"max_steps": steps}
+        out = Path(tempfile.mkdtemp(prefix=f"step-cost-{method}-"))  # save_strategy "no": stays empty
+        if method == "dpo":
+            from trl import DPOTrainer
+
+            reference = load_causal_lm(profile.model)[0] if reference_copy else None
+            trainer = DPOTrainer(model=model, ref_model=reference, processing_class=tokenizer, train_dataset=data,
+                                 args=course_dpo_config(profile, out, **overrides),
+                                 peft_config=make_peft_config("lora", profile))
+        else:
+            trainer = make_orpo_trainer(model, tokenizer, data, course_orpo_config(profile, out, **overrides),
+                                        make_peft_config("lora", profile))
+        trainer.add_callback(clock)
+        clock.times = [time.perf_counter()]
+        trainer.train()
+    shutil.rmtree(out, ignore_errors=True)
+    durations = [b - a for a, b in zip(clock.times, clock.times[1:])]
+    return {"method": method + ("+reference copy" if reference_copy else ""), "steps": steps,
+            "seconds_per_step": statistics.median(durations[1:] or durations),
+            "rss_increase_mb": peak.rss_increase_mb, "cuda_peak_mb": peak.cuda_peak_mb}
+
+
 def ensure_alignment_adapter(stage: str, profile, run_dir: str | Path, start_adapter: str | Path | None = None,
                              **config_overrides: Any) -> Path:
     """`run_dir/adapter` if an earlier stage saved it; otherwise say so and rebuild it with the same
