@@ -269,3 +269,34 @@ def test_reward_margins_are_read_with_loss_history() -> None:
     log = [{"step": 1, "rewards/margins": 0.1}, {"step": 2, "loss": 1.0}, {"step": 2, "rewards/margins": 0.3}]
     assert loss_history(SimpleNamespace(state=SimpleNamespace(log_history=log)), "rewards/margins") == [
         (1, 0.1), (2, 0.3)]
+
+
+@pytest.mark.parametrize("method, reference_copy", [("dpo", False), ("dpo", True), ("orpo", False)])
+def test_preference_step_cost_reports_time_and_memory(tiny_lm, profile, monkeypatch, method: str,
+                                                      reference_copy: bool) -> None:
+    """Runs the real trainers on a 2-layer random Llama (same tokenizer) instead of the 135M model."""
+    from transformers import LlamaForCausalLM
+
+    import common_utils.models as models
+    from common_utils.alignment import preference_step_cost
+
+    _, tokenizer = tiny_lm
+    loads = []
+
+    def tiny_load(name, **kwargs):
+        torch.manual_seed(len(loads))
+        loads.append(name)
+        return LlamaForCausalLM(_tiny_lm_config(tokenizer)), tokenizer
+
+    monkeypatch.setattr(models, "load_causal_lm", tiny_load)
+    cost = preference_step_cost(method, profile.with_overrides(batch_size=2), steps=2, reference_copy=reference_copy)
+    assert cost["steps"] == 2 and cost["seconds_per_step"] > 0 and cost["rss_increase_mb"] >= 0
+    assert cost["method"] == method + ("+reference copy" if reference_copy else "")
+    assert len(loads) == (2 if reference_copy else 1), "only DPO with a reference copy loads a second model"
+
+
+def test_preference_step_cost_rejects_reference_copy_for_orpo(profile) -> None:
+    from common_utils.alignment import preference_step_cost
+
+    with pytest.raises(ValueError, match="reference_copy"):
+        preference_step_cost("orpo", profile, reference_copy=True)
