@@ -181,3 +181,34 @@ def accelerate_deepspeed_yaml(path: str | Path, deepspeed_json: str | Path, num_
     with atomic_file(path) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def ensure_deepspeed_cpu_comm_op(stale_lock_s: float = 600.0) -> dict[str, Any]:
+    """Build (once) or load DeepSpeed's CPU shared-memory communication op, and say which it did.
+
+    With `DS_BUILD_OPS=0` DeepSpeed compiles `deepspeed_shm_comm` with the system compiler the first
+    time a multi-process CPU run starts (measured 67 s alone on this course's 2-core machine, >400 s
+    under heavy load), inside `deepspeed.initialize`, where it would eat a notebook's time budget;
+    scripts/install.sh calls this once so the runs only load it. A `lock` file older than
+    `stale_lock_s` is what a killed build leaves behind (later builds wait on it forever): it is
+    removed, with a message. On CUDA the op is not used and nothing is built."""
+    import time
+
+    import torch
+
+    if torch.cuda.is_available():
+        return {"built": False, "seconds": 0.0, "reason": "CUDA: DeepSpeed uses NCCL, not the CPU shm op"}
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+    from torch.utils.cpp_extension import _get_build_directory
+
+    builder = ShareMemCommBuilder()
+    folder = Path(_get_build_directory(builder.name, False))
+    lock = folder / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > stale_lock_s:
+        print(f"removing a stale build lock left by an interrupted build: {lock}")
+        lock.unlink(missing_ok=True)
+    cached = any(folder.glob(f"{builder.name}*.so"))
+    start = time.perf_counter()
+    builder.load(verbose=False)
+    seconds = time.perf_counter() - start
+    return {"built": not cached, "seconds": round(seconds, 2), "folder": str(folder)}

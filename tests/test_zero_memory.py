@@ -95,3 +95,24 @@ def test_accelerate_yaml_points_at_the_deepspeed_json(tmp_path) -> None:
     assert config["distributed_type"] == "DEEPSPEED" and config["num_processes"] == 2
     assert config["deepspeed_config"]["deepspeed_config_file"] == str((tmp_path / "ds.json").resolve())
     assert config["main_process_port"] == 29999 and config["use_cpu"] is (not torch.cuda.is_available())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA the CPU comm op is not built")
+def test_comm_op_helper_removes_a_stale_lock_and_reports_the_cache(tmp_path, monkeypatch, capsys) -> None:
+    import os
+
+    import torch.utils.cpp_extension as cpp_extension
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    from common_utils.zero_memory import ensure_deepspeed_cpu_comm_op
+
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    monkeypatch.setattr(ShareMemCommBuilder, "load", lambda self, verbose=False: None)
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    os.utime(lock, (0, 0))  # as old as a build killed long ago
+    result = ensure_deepspeed_cpu_comm_op()
+    assert not lock.exists() and "stale build lock" in capsys.readouterr().out
+    assert result["built"] is True and result["folder"] == str(tmp_path)
+    (tmp_path / "deepspeed_shm_comm.so").write_text("")
+    assert ensure_deepspeed_cpu_comm_op()["built"] is False
