@@ -98,3 +98,37 @@ def alpaca_sft_tensors(tokenizer, examples: list[dict[str, str]], seq_len: int):
         masks.append([1] * len(tokens) + [0] * pad)
         labels.append(label + [LOSS_IGNORE_INDEX] * pad)
     return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(masks), "labels": torch.tensor(labels)}
+
+
+def alpaca_eval_loss(model, tokenizer, examples: list[dict[str, str]], seq_len: int, batch_size: int = 8) -> float:
+    """Mean loss per response token over `examples` (prompt and padding masked, as in training),
+    weighted by each batch's token count so batch size does not change the number."""
+    import torch
+
+    data = alpaca_sft_tensors(tokenizer, examples, seq_len)
+    total, tokens = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = {k: v[i:i + batch_size].to(model.device) for k, v in data.items()}
+            n = int((batch["labels"][:, 1:] != LOSS_IGNORE_INDEX).sum())  # labels are shifted inside the model
+            total += float(model(**batch).loss) * n
+            tokens += n
+    return total / tokens
+
+
+def alpaca_generate(model, tokenizer, examples: list[dict[str, str]], max_new_tokens: int = 32) -> list[str]:
+    """Greedy responses to Alpaca prompts (raw text, no chat template), decoded in one left-padded batch."""
+    import torch
+
+    previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        batch = tokenizer([alpaca_prompt(e) for e in examples], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(model.device)
+        model.eval()
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+    finally:
+        tokenizer.padding_side = previous_side
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -183,6 +183,30 @@ def accelerate_deepspeed_yaml(path: str | Path, deepspeed_json: str | Path, num_
     return path
 
 
+def accelerate_command(config_file: str | Path, script: str | Path, args: list[str] | None = None) -> list[str]:
+    """`accelerate launch --config_file ... script args` with this interpreter (as `python -m`), so the
+    processes see the notebook's environment; the YAML sets the process count, port and DeepSpeed plugin."""
+    import sys
+
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), str(script),
+            *[str(a) for a in (args or [])]]
+
+
+def launch_accelerate(script: str | Path, args: list[str] | None = None, config_file: str | Path = "",
+                      log_path: str | Path | None = None, timeout_s: float = 300):
+    """Run `accelerate launch` like distributed.launch runs torchrun: hard timeout that stops every
+    worker, one log file, and an error with the first traceback when it fails."""
+    from .distributed import run_command
+
+    script, config_file = Path(script), Path(config_file)
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} not found: launch a script that lives beside the notebook")
+    if not config_file.is_file():
+        raise FileNotFoundError(f"accelerate config {config_file} not found: write it with accelerate_deepspeed_yaml")
+    log_path = Path(log_path or Path("outputs") / "logs" / f"{script.stem}_accelerate.log")
+    return run_command(accelerate_command(config_file, script, args), log_path, timeout_s)
+
+
 def ensure_deepspeed_cpu_comm_op(stale_lock_s: float = 600.0) -> dict[str, Any]:
     """Build (once) or load DeepSpeed's CPU shared-memory communication op, and say which it did.
 

@@ -68,3 +68,17 @@ def test_only_response_tokens_carry_loss() -> None:
         assert padding.any() and (batch["labels"][row][padding] == LOSS_IGNORE_INDEX).all()
     with pytest.raises(ValueError, match="seq_len"):
         alpaca_sft_tensors(tokenizer, [RECORD], seq_len=8)
+
+
+def test_eval_loss_and_generation_run_on_the_course_model(tiny_lm) -> None:
+    from common_utils.alpaca import alpaca_eval_loss, alpaca_generate
+
+    model, tokenizer = tiny_lm
+    examples = load_alpaca("valid", limit=3)
+    loss_small_batches = alpaca_eval_loss(model, tokenizer, examples, seq_len=128, batch_size=1)
+    loss_one_batch = alpaca_eval_loss(model, tokenizer, examples, seq_len=128, batch_size=3)
+    assert 0 < loss_one_batch < 20 and loss_small_batches == pytest.approx(loss_one_batch, rel=1e-4)
+    side = tokenizer.padding_side
+    replies = alpaca_generate(model, tokenizer, examples[:2], max_new_tokens=4)
+    assert len(replies) == 2 and all(isinstance(r, str) and r for r in replies)
+    assert tokenizer.padding_side == side  # restored after the left-padded batch

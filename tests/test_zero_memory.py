@@ -116,3 +116,17 @@ def test_comm_op_helper_removes_a_stale_lock_and_reports_the_cache(tmp_path, mon
     assert result["built"] is True and result["folder"] == str(tmp_path)
     (tmp_path / "deepspeed_shm_comm.so").write_text("")
     assert ensure_deepspeed_cpu_comm_op()["built"] is False
+
+
+def test_accelerate_command_uses_this_interpreter_and_config(tmp_path) -> None:
+    import sys
+
+    from common_utils.zero_memory import accelerate_command, launch_accelerate
+
+    command = accelerate_command(tmp_path / "acc.yaml", "train.py", ["--steps", 2])
+    assert command[:5] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "acc.yaml")]
+    assert command[5:] == ["train.py", "--steps", "2"]
+    script = tmp_path / "train.py"
+    script.write_text("")
+    with pytest.raises(FileNotFoundError, match="accelerate_deepspeed_yaml"):
+        launch_accelerate(script, config_file=tmp_path / "missing.yaml")
