@@ -52,7 +52,7 @@ _EXPORTS = {
                 "Timer", "dir_size_mb", "write_metrics", "read_metrics", "median_seconds"],
     "distributed": ["launch", "ensure_launched", "DistributedLaunchError", "LaunchResult", "init_distributed", "finish_distributed"],
     "zero_config": ["model_state_bytes_per_gpu", "plan_zero", "ZeroPlan", "deepspeed_config"],
-    "zero_memory": ["rank_model_states", "fp32_zero_bytes", "overlapping_param_numel", "zero_train_config", "accelerate_deepspeed_yaml", "accelerate_command", "launch_accelerate", "ensure_deepspeed_cpu_comm_op"],
+    "zero_memory": ["rank_model_states", "fp32_zero_bytes", "overlapping_param_numel", "zero_train_config", "accelerate_deepspeed_yaml", "accelerate_command", "launch_accelerate", "write_zero_configs", "load_zero_checkpoint", "ensure_deepspeed_cpu_comm_op"],
     "alpaca": ["to_alpaca", "alpaca_prompt", "load_alpaca", "alpaca_sft_tensors", "alpaca_eval_loss", "alpaca_generate"],
     "classify": ["CLASSIFY_SIZES", "CLASSIFY_LR", "ClassifierRun", "classify_sizes", "prepare_classifier", "tokenize_split", "course_classify_args", "make_classify_trainer", "predict_labels", "predict_logits", "logits_with_fixed_prompt", "evaluate_classifier", "evaluate_accuracy", "save_trainable", "load_trainable", "load_base_classifier", "finetune_classifier", "ensure_classifier", "label_names"],
     "plots": ["apply_course_style", "plot_loss_curves", "plot_bars", "plot_per_layer_distributions"],

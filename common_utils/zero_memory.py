@@ -183,6 +183,41 @@ def accelerate_deepspeed_yaml(path: str | Path, deepspeed_json: str | Path, num_
     return path
 
 
+def write_zero_configs(folder: str | Path, stage: int, micro_batch: int, grad_accum: int,
+                       num_processes: int) -> tuple[Path, Path]:
+    """The DeepSpeed JSON (`zero_train_config`) and the `accelerate launch` YAML that reads it, written
+    atomically into `folder` as ds_zero{stage}.json and accelerate_zero{stage}.yaml."""
+    import json
+
+    from .artifacts import atomic_file
+
+    folder = Path(folder)
+    ds_json = folder / f"ds_zero{stage}.json"
+    with atomic_file(ds_json) as tmp:
+        Path(tmp).write_text(json.dumps(zero_train_config(stage, micro_batch, grad_accum, num_processes), indent=2),
+                             encoding="utf-8")
+    return ds_json, accelerate_deepspeed_yaml(folder / f"accelerate_zero{stage}.yaml", ds_json, num_processes)
+
+
+def load_zero_checkpoint(folder: str | Path, tag: str = "final"):
+    """A Hugging Face causal LM with the fp32 weights consolidated from a ZeRO checkpoint.
+
+    DeepSpeed's `get_fp32_state_dict_from_zero_checkpoint` (the zero_to_fp32 utility) merges every
+    rank's partition files; the model is built from the config saved beside them and loaded strictly,
+    so a missing or extra tensor raises instead of leaving random weights."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists() or not (folder / tag).is_dir():
+        raise FileNotFoundError(f"{folder} is not a ZeRO checkpoint with a model config (expected config.json and "
+                                f"{tag}/): write it with engine.save_checkpoint(folder, tag={tag!r}) and save the config")
+    state = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def accelerate_command(config_file: str | Path, script: str | Path, args: list[str] | None = None) -> list[str]:
     """`accelerate launch --config_file ... script args` with this interpreter (as `python -m`), so the
     processes see the notebook's environment; the YAML sets the process count, port and DeepSpeed plugin."""

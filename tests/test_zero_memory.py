@@ -130,3 +130,37 @@ def test_accelerate_command_uses_this_interpreter_and_config(tmp_path) -> None:
     script.write_text("")
     with pytest.raises(FileNotFoundError, match="accelerate_deepspeed_yaml"):
         launch_accelerate(script, config_file=tmp_path / "missing.yaml")
+
+
+def test_write_zero_configs_pairs_the_json_and_the_yaml(tmp_path) -> None:
+    import json
+
+    import yaml
+
+    from common_utils.zero_memory import write_zero_configs
+
+    ds_json, acc_yaml = write_zero_configs(tmp_path, stage=3, micro_batch=1, grad_accum=2, num_processes=2)
+    assert json.loads(ds_json.read_text())["zero_optimization"]["stage"] == 3
+    assert yaml.safe_load(acc_yaml.read_text())["deepspeed_config"]["deepspeed_config_file"] == str(ds_json.resolve())
+
+
+def test_load_zero_checkpoint_builds_the_model_from_the_merged_state(tmp_path, monkeypatch) -> None:
+    import deepspeed.utils.zero_to_fp32 as zero_to_fp32
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from common_utils.zero_memory import load_zero_checkpoint
+
+    config = LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    reference = AutoModelForCausalLM.from_config(config)
+    config.save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="save_checkpoint"):
+        load_zero_checkpoint(tmp_path)
+    (tmp_path / "final").mkdir()
+    monkeypatch.setattr(zero_to_fp32, "get_fp32_state_dict_from_zero_checkpoint",
+                        lambda folder, tag: {k: v.clone() for k, v in reference.state_dict().items()})
+    model = load_zero_checkpoint(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    monkeypatch.setattr(zero_to_fp32, "get_fp32_state_dict_from_zero_checkpoint", lambda folder, tag: {})
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_zero_checkpoint(tmp_path)
