@@ -261,6 +261,8 @@ def ensure_deepspeed_cpu_comm_op(stale_lock_s: float = 600.0) -> dict[str, Any]:
     from torch.utils.cpp_extension import _get_build_directory
 
     builder = ShareMemCommBuilder()
+    if not builder.is_compatible(False):  # e.g. macOS: DeepSpeed falls back to plain gloo collectives
+        return {"built": False, "seconds": 0.0, "reason": "the shm op is not supported on this platform"}
     folder = Path(_get_build_directory(builder.name, False))
     lock = folder / "lock"
     if lock.exists() and time.time() - lock.stat().st_mtime > stale_lock_s:

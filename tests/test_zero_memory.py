@@ -108,6 +108,7 @@ def test_comm_op_helper_removes_a_stale_lock_and_reports_the_cache(tmp_path, mon
 
     monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
     monkeypatch.setattr(ShareMemCommBuilder, "load", lambda self, verbose=False: None)
+    monkeypatch.setattr(ShareMemCommBuilder, "is_compatible", lambda self, verbose=False: True)
     lock = tmp_path / "lock"
     lock.write_text("")
     os.utime(lock, (0, 0))  # as old as a build killed long ago
@@ -116,6 +117,8 @@ def test_comm_op_helper_removes_a_stale_lock_and_reports_the_cache(tmp_path, mon
     assert result["built"] is True and result["folder"] == str(tmp_path)
     (tmp_path / "deepspeed_shm_comm.so").write_text("")
     assert ensure_deepspeed_cpu_comm_op()["built"] is False
+    monkeypatch.setattr(ShareMemCommBuilder, "is_compatible", lambda self, verbose=False: False)
+    assert "not supported" in ensure_deepspeed_cpu_comm_op()["reason"]
 
 
 def test_accelerate_command_uses_this_interpreter_and_config(tmp_path) -> None:
