@@ -156,7 +156,9 @@ def accelerate_deepspeed_yaml(path: str | Path, deepspeed_json: str | Path, num_
     """Write an `accelerate launch --config_file` YAML whose DeepSpeed plugin reads `deepspeed_json`.
 
     One config file for both routes keeps plain DeepSpeed and Accelerate comparable; `use_cpu` follows
-    the machine (on CUDA each process takes one GPU)."""
+    the machine (on CUDA each process takes one GPU). No `zero3_init_flag`: with accelerate 1.15 and
+    transformers 5.23 a ZeRO-3 plugin makes `from_pretrained` build the model under `zero.Init` even
+    when the flag is false (measured; docs/troubleshooting.md), so the YAML does not pretend otherwise."""
     import torch
 
     from .artifacts import atomic_file
@@ -167,7 +169,6 @@ def accelerate_deepspeed_yaml(path: str | Path, deepspeed_json: str | Path, num_
         "distributed_type: DEEPSPEED",
         "deepspeed_config:",
         f"  deepspeed_config_file: {Path(deepspeed_json).resolve()}",
-        "  zero3_init_flag: false",
         "machine_rank: 0",
         "main_process_ip: 127.0.0.1",
         f"main_process_port: {port or free_port()}",
