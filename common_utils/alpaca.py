@@ -74,12 +74,13 @@ def load_alpaca(split: str = "train", limit: int | None = None, source: str = "c
     return [to_alpaca(row) for row in load_course_dataset("person_extraction", split, limit)]
 
 
-def alpaca_sft_tensors(tokenizer, examples: list[dict[str, str]], seq_len: int):
+def alpaca_sft_tensors(tokenizer, examples: list[dict[str, str]], seq_len: int, drop_long: bool = False):
     """input_ids, attention_mask and labels, each [n, seq_len], for supervised fine-tuning.
 
     The prompt tokens and the padding get label -100 (no loss), so the model learns the response (and
     the EOS that ends it) only, as Alpaca did. Examples longer than seq_len are truncated from the
-    right; one whose prompt alone fills seq_len would carry no loss, so it raises instead."""
+    right; one whose prompt alone fills seq_len would carry no loss, so it raises, or with
+    `drop_long` (for the hub's 52k Alpaca records, some of them long) is left out."""
     import torch
 
     if tokenizer.pad_token_id is None:
@@ -88,6 +89,8 @@ def alpaca_sft_tensors(tokenizer, examples: list[dict[str, str]], seq_len: int):
     for example in examples:
         prompt = tokenizer(alpaca_prompt(example), add_special_tokens=False)["input_ids"]
         answer = tokenizer(to_alpaca(example)["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(prompt) >= seq_len and drop_long:
+            continue
         if len(prompt) >= seq_len:
             raise ValueError(f"a prompt has {len(prompt)} tokens, seq_len is {seq_len}: raise seq_len so the "
                              "response fits, or shorten the instruction")
@@ -97,19 +100,22 @@ def alpaca_sft_tensors(tokenizer, examples: list[dict[str, str]], seq_len: int):
         ids.append(tokens + [tokenizer.pad_token_id] * pad)
         masks.append([1] * len(tokens) + [0] * pad)
         labels.append(label + [LOSS_IGNORE_INDEX] * pad)
+    if not ids:
+        raise ValueError(f"no example fits seq_len={seq_len}: raise seq_len")
     return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(masks), "labels": torch.tensor(labels)}
 
 
-def alpaca_eval_loss(model, tokenizer, examples: list[dict[str, str]], seq_len: int, batch_size: int = 8) -> float:
+def alpaca_eval_loss(model, tokenizer, examples: list[dict[str, str]], seq_len: int, batch_size: int = 8,
+                     drop_long: bool = False) -> float:
     """Mean loss per response token over `examples` (prompt and padding masked, as in training),
     weighted by each batch's token count so batch size does not change the number."""
     import torch
 
-    data = alpaca_sft_tensors(tokenizer, examples, seq_len)
+    data = alpaca_sft_tensors(tokenizer, examples, seq_len, drop_long=drop_long)
     total, tokens = 0.0, 0
     model.eval()
     with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
+        for i in range(0, len(data["input_ids"]), batch_size):
             batch = {k: v[i:i + batch_size].to(model.device) for k, v in data.items()}
             n = int((batch["labels"][:, 1:] != LOSS_IGNORE_INDEX).sum())  # labels are shifted inside the model
             total += float(model(**batch).loss) * n

@@ -68,6 +68,11 @@ def test_only_response_tokens_carry_loss() -> None:
         assert padding.any() and (batch["labels"][row][padding] == LOSS_IGNORE_INDEX).all()
     with pytest.raises(ValueError, match="seq_len"):
         alpaca_sft_tensors(tokenizer, [RECORD], seq_len=8)
+    short = {"instruction": "Hi", "output": "hi"}
+    kept = alpaca_sft_tensors(tokenizer, [RECORD, short], seq_len=40, drop_long=True)
+    assert kept["input_ids"].shape == (1, 40)  # the long prompt is dropped, the short one kept
+    with pytest.raises(ValueError, match="no example fits"):
+        alpaca_sft_tensors(tokenizer, [RECORD], seq_len=8, drop_long=True)
 
 
 def test_eval_loss_and_generation_run_on_the_course_model(tiny_lm) -> None:

@@ -121,7 +121,8 @@ def main() -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     source = "hub" if profile.name == "full" else "course"
-    data = alpaca_sft_tensors(tokenizer, load_alpaca("train", args.examples or None, source), args.seq_len)
+    data = alpaca_sft_tensors(tokenizer, load_alpaca("train", args.examples or None, source), args.seq_len,
+                              drop_long=source == "hub")  # the hub's records vary in length; the course's fit
     dataset = TensorDataset(data["input_ids"], data["attention_mask"], data["labels"])
 
     result = {"world_size": world, "layers": layers, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
