@@ -15,6 +15,8 @@ Rooms:
     artifacts     atomic saves of models, adapters and tokenizers
     distributed   torchrun launches from a notebook, and the helpers the launched scripts share
     zero_config   DeepSpeed ZeRO stage/offload/micro-batch choice with its per-GPU memory estimate
+    zero_memory   what one ZeRO rank holds (measured), the fp32 ZeRO formulas, DeepSpeed/Accelerate configs
+    alpaca        Alpaca-format instruction data and prompt template (Lab-1.3)
     adapters      bottleneck adapters (Houlsby/Pfeiffer), which peft lacks
     topic_lm      topic classification as generation with plain Hugging Face APIs (Lab-1.1)
     classify      encoder sequence classification for the NLU PEFT labs (BitFit, P-Tuning) and the comparison
@@ -50,6 +52,8 @@ _EXPORTS = {
                 "Timer", "dir_size_mb", "write_metrics", "read_metrics", "median_seconds"],
     "distributed": ["launch", "ensure_launched", "DistributedLaunchError", "LaunchResult", "init_distributed", "finish_distributed"],
     "zero_config": ["model_state_bytes_per_gpu", "plan_zero", "ZeroPlan", "deepspeed_config"],
+    "zero_memory": ["rank_model_states", "fp32_zero_bytes", "overlapping_param_numel", "zero_train_config", "accelerate_deepspeed_yaml", "accelerate_command", "launch_accelerate", "write_zero_configs", "load_zero_checkpoint", "ensure_deepspeed_cpu_comm_op"],
+    "alpaca": ["to_alpaca", "alpaca_prompt", "load_alpaca", "alpaca_sft_tensors", "alpaca_eval_loss", "alpaca_generate"],
     "classify": ["CLASSIFY_SIZES", "CLASSIFY_LR", "ClassifierRun", "classify_sizes", "prepare_classifier", "tokenize_split", "course_classify_args", "make_classify_trainer", "predict_labels", "predict_logits", "logits_with_fixed_prompt", "evaluate_classifier", "evaluate_accuracy", "save_trainable", "load_trainable", "load_base_classifier", "finetune_classifier", "ensure_classifier", "label_names"],
     "plots": ["apply_course_style", "plot_loss_curves", "plot_bars", "plot_per_layer_distributions"],
     "topic_lm": ["hf_model_source", "topic_data_files", "topic_labels", "topic_messages", "topic_prompt_completion", "first_word", "topic_accuracy", "topic_lora_config", "topic_sft_config", "train_topic_lora", "ensure_topic_adapter"],

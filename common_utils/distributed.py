@@ -236,15 +236,16 @@ def strip_ddp_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def ensure_launched(artifact: str | Path, script: str | Path, args: list[str] | None = None,
-                    **launch_kwargs: Any) -> Path:
+                    launcher: Any = None, **launch_kwargs: Any) -> Path:
     """Stage independence for launched runs: reuse `artifact` when an earlier stage wrote it,
-    otherwise say so and rebuild it by launching the same script that stage used."""
+    otherwise say so and rebuild it by launching the same script that stage used (with `launch`,
+    or with `launcher`, e.g. zero_memory.launch_accelerate, called the same way)."""
     artifact = Path(artifact)
     if artifact.exists():
         print(f"reusing {artifact} (written by an earlier stage)")
         return artifact
     print(f"{artifact} is missing: rebuilding it with {script} {' '.join(map(str, args or []))}")
-    launch(script, args, **launch_kwargs)
+    (launcher or launch)(script, args, **launch_kwargs)
     if not artifact.exists():
         raise FileNotFoundError(f"{script} finished but did not write {artifact}; check its log under outputs/logs/")
     return artifact
