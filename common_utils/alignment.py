@@ -354,7 +354,7 @@ def train_preference(method: str, profile, run_dir: str | Path, start_adapter: s
     return AlignRun(trainer.model, tokenizer, trainer, timer.seconds, peak, adapter_dir)
 
 
-def preference_step_cost(method: str, profile, steps: int = 3, reference_copy: bool = False) -> dict[str, Any]:
+def preference_step_cost(method: str, profile, steps: int = 2, reference_copy: bool = False) -> dict[str, Any]:
     """What one preference method costs per step: seconds per optimizer step (median after the first,
     which pays one-off warm-up) and memory from before the model is loaded to the end of training.
 

@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--method", choices=["dpo", "orpo"], required=True)
     parser.add_argument("--reference-copy", action="store_true",
                         help="DPO only: give DPOTrainer a second copy of the weights as its reference model")
-    parser.add_argument("--steps", type=int, default=3, help="optimizer steps; the first is excluded from the timing")
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps; the first is excluded from the timing")
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the result (written atomically)")
     args = parser.parse_args()
     result = preference_step_cost(args.method, get_profile(), steps=args.steps, reference_copy=args.reference_copy)
