@@ -60,7 +60,7 @@ _EXPORTS = {
     "training_memory": ["SavedTensorMeter", "causal_lm_batch", "token_loss_sum", "split_batch", "accumulated_gradients", "flat_grad", "relative_error", "MemoryEstimate", "estimate_training_memory", "truncate_layers", "tensor_bytes", "optimizer_state_bytes", "memory_timeline", "plot_memory_timeline", "peak_tensor_memory_mb"],
     "attention": ["naive_attention", "tiled_attention", "AttentionCost", "attention_cost"],
     "gqa": ["GroupedQueryAttention", "pool_kv_heads", "kv_cache_bytes_per_token", "TinyCausalLM", "char_corpus", "train_tiny_lm", "eval_loss", "kv_cache_bytes", "load_or_train_tiny_lm"],
-    "alignment": ["DPO_BETA", "ORPO_BETA", "SFT_SHARE", "stage_steps", "judge", "judge_scores", "win_rate", "preference_messages", "preference_pairs", "chosen_sft_set", "dpo_loss", "completion_logps", "reply_logps", "kl_to_reference", "token_logps", "orpo_loss", "course_dpo_config", "course_orpo_config", "make_dpo_trainer", "make_orpo_trainer", "AlignRun", "load_sft_policy", "train_sft_baseline", "train_preference", "preference_step_cost", "ensure_alignment_adapter"],
+    "alignment": ["DPO_BETA", "ORPO_BETA", "SFT_SHARE", "stage_steps", "judge", "judge_scores", "win_rate", "preference_messages", "preference_pairs", "chosen_sft_set", "dpo_loss", "completion_logps", "reply_logps", "kl_to_reference", "dpo_batch_logps", "orpo_batch_terms", "orpo_loss", "course_dpo_config", "course_orpo_config", "make_dpo_trainer", "make_orpo_trainer", "AlignRun", "load_sft_policy", "train_sft_baseline", "train_preference", "preference_step_cost", "ensure_alignment_adapter"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)

@@ -183,18 +183,29 @@ def reply_logps(model, tokenizer, conversations: list[list[dict[str, str]]], rep
     return torch.cat(values)
 
 
-def token_logps(model, input_ids, attention_mask, labels):
-    """(sum, count) of log pi(token | prefix) over the tokens whose label is not -100, per row.
+def dpo_batch_logps(model, batch):
+    """(policy, reference) log pi(y|x) for every row of a DPOTrainer batch: chosen rows first, then
+    rejected. The reference is the same model with its LoRA adapter disabled, as TRL computes it."""
+    args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    policy = completion_logps(model, *args)
+    with model.disable_adapter():
+        reference = completion_logps(model, *args)
+    return policy, reference
 
-    ORPO uses the *mean* log-probability of a reply (sum / count), so that a long rejected reply is
-    not penalised just for being long; DPO uses the sum."""
-    import torch
 
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].float()
-    targets = labels[:, 1:]
-    mask = targets != -100
-    gathered = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (gathered * mask).sum(dim=1), mask.sum(dim=1)
+def orpo_batch_terms(model, batch):
+    """The three inputs of `orpo_loss` from one ORPOTrainer batch: the NLL of the chosen sequences over
+    every non-padding token (TRL includes the prompt), and the *mean* token log-prob of the chosen and
+    of the rejected reply (labels != -100). ORPO uses the mean so that a long rejected reply is not
+    penalised just for being long; DPO uses the sum."""
+    means = []
+    for side in ("chosen", "rejected"):
+        reply = (batch[f"{side}_labels"] != -100).long()
+        total = completion_logps(model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], reply)
+        means.append(total / reply[:, 1:].sum(dim=1))
+    ids, mask = batch["chosen_input_ids"], batch["chosen_attention_mask"]
+    chosen_nll = -completion_logps(model, ids, mask, mask).sum() / mask[:, 1:].sum()
+    return chosen_nll, means[0], means[1]
 
 
 def log1mexp(x):
@@ -251,14 +262,15 @@ def course_orpo_config(profile, output_dir: str | Path, **overrides: Any):
     return ORPOConfig(**_trl_defaults(profile, output_dir, ORPO_BETA, overrides))
 
 
-def make_dpo_trainer(model, tokenizer, train_dataset, config, peft_config=None):
+def make_dpo_trainer(model, tokenizer, train_dataset, config, peft_config=None, ref_model=None):
     """TRL's DPOTrainer. Given a plain model and a peft_config, TRL adds a fresh LoRA and uses the model
     with the adapter disabled as the reference: no second copy of the weights in memory. (Given a model
-    that is already a PeftModel, TRL instead copies its adapter into a frozen "ref" adapter.)"""
+    that is already a PeftModel, TRL instead copies its adapter into a frozen "ref" adapter.) A `ref_model`
+    given explicitly is used instead: a second copy of the weights, as full fine-tuning needs.)"""
     from trl import DPOTrainer
 
-    return DPOTrainer(model=model, args=config, train_dataset=train_dataset, processing_class=tokenizer,
-                      peft_config=peft_config)
+    return DPOTrainer(model=model, ref_model=ref_model, args=config, train_dataset=train_dataset,
+                      processing_class=tokenizer, peft_config=peft_config)
 
 
 def make_orpo_trainer(model, tokenizer, train_dataset, config, peft_config=None):
@@ -362,7 +374,6 @@ def preference_step_cost(method: str, profile, steps: int = 2, reference_copy: b
     reference_copy=True hands DPOTrainer a second copy of the weights, as full fine-tuning needs;
     'orpo' has no reference at all. Run each in a fresh process (the lab's measure_step_cost.py), so
     the peak belongs to one method only."""
-    import shutil
     import statistics
     import tempfile
     import time
@@ -379,7 +390,9 @@ def preference_step_cost(method: str, profile, steps: int = 2, reference_copy: b
                          f"{' with reference_copy' if reference_copy else ''}")
 
     class StepClock(TrainerCallback):
-        def __init__(self) -> None:
+        """Timestamps: when training starts, then the end of every optimizer step."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
             self.times = [time.perf_counter()]
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -387,25 +400,18 @@ def preference_step_cost(method: str, profile, steps: int = 2, reference_copy: b
 
     seed_everything(profile.seed)
     clock = StepClock()
-    with track_peak_memory() as peak:
+    lora = make_peft_config("lora", profile)
+    with track_peak_memory() as peak, tempfile.TemporaryDirectory(prefix=f"step-cost-{method}-") as out:
         model, tokenizer = load_causal_lm(profile.model)
         data = preference_pairs("train", limit=steps * profile.batch_size)
-        overrides = {"max_steps": steps}
-        out = Path(tempfile.mkdtemp(prefix=f"step-cost-{method}-"))  # save_strategy "no": stays empty
         if method == "dpo":
-            from trl import DPOTrainer
-
             reference = load_causal_lm(profile.model)[0] if reference_copy else None
-            trainer = DPOTrainer(model=model, ref_model=reference, processing_class=tokenizer, train_dataset=data,
-                                 args=course_dpo_config(profile, out, **overrides),
-                                 peft_config=make_peft_config("lora", profile))
+            trainer = make_dpo_trainer(model, tokenizer, data, course_dpo_config(profile, out, max_steps=steps), lora,
+                                       ref_model=reference)
         else:
-            trainer = make_orpo_trainer(model, tokenizer, data, course_orpo_config(profile, out, **overrides),
-                                        make_peft_config("lora", profile))
+            trainer = make_orpo_trainer(model, tokenizer, data, course_orpo_config(profile, out, max_steps=steps), lora)
         trainer.add_callback(clock)
-        clock.times = [time.perf_counter()]
         trainer.train()
-    shutil.rmtree(out, ignore_errors=True)
     durations = [b - a for a, b in zip(clock.times, clock.times[1:])]
     return {"method": method + ("+reference copy" if reference_copy else ""), "steps": steps,
             "seconds_per_step": statistics.median(durations[1:] or durations),

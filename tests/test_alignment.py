@@ -13,18 +13,19 @@ from common_utils.alignment import (
     completion_logps,
     course_dpo_config,
     course_orpo_config,
+    dpo_batch_logps,
     dpo_loss,
     judge,
     judge_scores,
     kl_to_reference,
     make_dpo_trainer,
     make_orpo_trainer,
+    orpo_batch_terms,
     orpo_loss,
     preference_messages,
     preference_pairs,
     reply_logps,
     stage_steps,
-    token_logps,
     win_rate,
 )
 from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
@@ -177,16 +178,14 @@ def test_from_scratch_dpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> N
     trainer.model.eval()
     with torch.no_grad():
         trl_loss = trainer.compute_loss(trainer.model, batch)
-        logps = completion_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-        with trainer.model.disable_adapter():
-            ref = completion_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        logps, ref = dpo_batch_logps(trainer.model, batch)
     ours = dpo_loss(*logps.chunk(2), *ref.chunk(2), beta=0.3)[0]
     assert abs(ours.item() - math.log(2)) > 1e-3, "policy and reference must differ for the test to mean anything"
     assert ours.item() == pytest.approx(trl_loss.item(), abs=1e-4)
 
 
 def test_from_scratch_orpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> None:
-    """Our token_logps + orpo_loss give TRL's ORPOTrainer loss on the same batch: the NLL over the whole
+    """Our orpo_batch_terms + orpo_loss give TRL's ORPOTrainer loss on the same batch: the NLL over the whole
     chosen sequence (prompt included, as TRL computes it) plus lam * the odds-ratio term on mean log-probs."""
     from peft import LoraConfig
     from transformers import LlamaForCausalLM
@@ -204,15 +203,8 @@ def test_from_scratch_orpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> 
     trainer.model.eval()
     with torch.no_grad():
         trl_loss = trainer.compute_loss(trainer.model, batch)
-        means = {}
-        for side in ("chosen", "rejected"):
-            total, count = token_logps(trainer.model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"],
-                                       batch[f"{side}_labels"])
-            means[side] = total / count
-        ids, mask = batch["chosen_input_ids"], batch["chosen_attention_mask"]
-        total, count = token_logps(trainer.model, ids, mask, ids.masked_fill(mask == 0, -100))
-        nll = -total.sum() / count.sum()
-    ours, log_odds = orpo_loss(nll, means["chosen"], means["rejected"], lam=0.3)
+        terms = orpo_batch_terms(trainer.model, batch)
+    ours, log_odds = orpo_loss(*terms, lam=0.3)
     assert ours.item() == pytest.approx(trl_loss.item(), abs=1e-4)
     assert abs(log_odds.item()) > 1e-3, "chosen and rejected must differ for the test to mean anything"
 
