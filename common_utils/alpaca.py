@@ -84,7 +84,8 @@ def alpaca_sft_tensors(tokenizer, examples: list[dict[str, str]], seq_len: int, 
     import torch
 
     if tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token = tokenizer.eos_token first")
+        raise ValueError("the tokenizer has no pad token: load it with common_utils.load_tokenizer, which sets "
+                         "one distinct from EOS")
     ids, masks, labels = [], [], []
     for example in examples:
         prompt = tokenizer(alpaca_prompt(example), add_special_tokens=False)["input_ids"]

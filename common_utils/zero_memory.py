@@ -269,8 +269,13 @@ def ensure_deepspeed_cpu_comm_op(stale_lock_s: float = 600.0) -> dict[str, Any]:
     if lock.exists() and time.time() - lock.stat().st_mtime > stale_lock_s:
         print(f"removing a stale build lock left by an interrupted build: {lock}")
         lock.unlink(missing_ok=True)
-    cached = any(folder.glob(f"{builder.name}*.so"))
+    def library_mtimes() -> dict[Path, float]:
+        return {so: so.stat().st_mtime for so in folder.glob(f"{builder.name}*.so")}
+
+    before = library_mtimes()
     start = time.perf_counter()
     builder.load(verbose=False)
     seconds = time.perf_counter() - start
-    return {"built": not cached, "seconds": round(seconds, 2), "folder": str(folder)}
+    # compiled now = the library is new or was rewritten (ninja also rebuilds a cached one whose build
+    # inputs changed, e.g. after switching to another virtual environment)
+    return {"built": library_mtimes() != before, "seconds": round(seconds, 2), "folder": str(folder)}

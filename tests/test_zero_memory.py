@@ -106,8 +106,14 @@ def test_comm_op_helper_removes_a_stale_lock_and_reports_the_cache(tmp_path, mon
 
     from common_utils.zero_memory import ensure_deepspeed_cpu_comm_op
 
+    library = tmp_path / "deepspeed_shm_comm.so"
+
+    def compile_library(self, verbose=False) -> None:  # what a (re)build does: write the shared library
+        library.write_text("")
+        os.utime(library, (library.stat().st_atime, library.stat().st_mtime + 1))
+
     monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
-    monkeypatch.setattr(ShareMemCommBuilder, "load", lambda self, verbose=False: None)
+    monkeypatch.setattr(ShareMemCommBuilder, "load", compile_library)
     monkeypatch.setattr(ShareMemCommBuilder, "is_compatible", lambda self, verbose=False: True)
     lock = tmp_path / "lock"
     lock.write_text("")
@@ -115,7 +121,8 @@ def test_comm_op_helper_removes_a_stale_lock_and_reports_the_cache(tmp_path, mon
     result = ensure_deepspeed_cpu_comm_op()
     assert not lock.exists() and "stale build lock" in capsys.readouterr().out
     assert result["built"] is True and result["folder"] == str(tmp_path)
-    (tmp_path / "deepspeed_shm_comm.so").write_text("")
+    assert ensure_deepspeed_cpu_comm_op()["built"] is True, "a cached library that ninja rebuilt counts as built"
+    monkeypatch.setattr(ShareMemCommBuilder, "load", lambda self, verbose=False: None)  # loaded from the cache
     assert ensure_deepspeed_cpu_comm_op()["built"] is False
     monkeypatch.setattr(ShareMemCommBuilder, "is_compatible", lambda self, verbose=False: False)
     assert "not supported" in ensure_deepspeed_cpu_comm_op()["reason"]

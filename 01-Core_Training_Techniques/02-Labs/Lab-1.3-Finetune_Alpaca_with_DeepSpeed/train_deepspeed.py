@@ -117,9 +117,7 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
-    tokenizer = load_tokenizer(profile.model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(profile.model)  # its pad token is set, and distinct from EOS
     source = "hub" if profile.name == "full" else "course"
     data = alpaca_sft_tensors(tokenizer, load_alpaca("train", args.examples or None, source), args.seq_len,
                               drop_long=source == "hub")  # the hub's records vary in length; the course's fit
