@@ -3,6 +3,9 @@
 #   make test                install, then unit tests and every notebook (smoke profile, offline)
 #   make smoke LAB=<path>    run one lab's notebooks headless
 #   make timing              per-notebook seconds of the last notebook run, slowest first
+#   make test-gpu            on an NVIDIA GPU: unit tests, then every notebook in the full profile, one at a
+#                            time, failing when a notebook's peak reserved GPU memory exceeds GPU_MAX_GIB
+#   make duplicates          notebook pairs that share copied code (scripts/notebook_duplicates.py)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
@@ -10,8 +13,11 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 COURSE_
 PORT ?= 8888
 # Jupyter refuses to run as root (containers, cloud VMs) unless told to.
 JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+GPU_MAX_GIB ?= 15
+NO_CUDA := make test-gpu needs an NVIDIA GPU with CUDA
 
-.PHONY: install provision lab test unit notebooks smoke timing lint doctor clean-outputs
+.PHONY: install provision lab test unit notebooks smoke timing lint doctor clean-outputs test-gpu gpu-guard \
+	duplicates
 
 install: $(STAMP)
 
@@ -40,6 +46,28 @@ test: unit notebooks
 smoke: provision
 	@test -n "$(LAB)" || (echo "usage: make smoke LAB=path/to/lab" && exit 2)
 	$(OFFLINE) $(PY) scripts/notebooks.py run "$(LAB)"
+
+# Stops within seconds where there is no usable GPU. When $(VENV) already has torch, torch decides
+# (a CPU build of torch cannot use the GPU either); before the first install only nvidia-smi is asked,
+# so a CPU machine never starts the long install for nothing.
+gpu-guard:
+	@if $(PY) -c "import torch" >/dev/null 2>&1; then \
+	  $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { \
+	    echo "$(NO_CUDA): torch $$($(PY) -c 'import torch; print(torch.__version__)') in $(VENV) finds no CUDA device" \
+	      "(no NVIDIA driver, or a CPU build of torch). On a CPU machine run make test."; exit 2; }; \
+	elif ! nvidia-smi >/dev/null 2>&1; then \
+	  echo "$(NO_CUDA): nvidia-smi finds no NVIDIA driver or GPU here. On a CPU machine run make test."; exit 2; \
+	fi
+
+# Guard again after provisioning: the freshly installed torch must see the GPU too.
+test-gpu: gpu-guard
+	@$(MAKE) --no-print-directory provision VENV=$(VENV)
+	@$(MAKE) --no-print-directory gpu-guard VENV=$(VENV)
+	$(PY) -m pytest tests -q
+	$(PY) scripts/notebooks.py run --profile full --workers 1 --max-gpu-gib $(GPU_MAX_GIB)
+
+duplicates: install
+	$(PY) scripts/notebook_duplicates.py
 
 timing:
 	@$(PY) scripts/notebooks.py report

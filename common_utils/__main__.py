@@ -26,8 +26,8 @@ def _bitsandbytes_status() -> str:
 
 
 def doctor() -> int:
-    from .models import MODEL_REGISTRY, ModelNotProvisionedError, cache_dir, hub_offline, model_path
-    from .runtime import describe_runtime
+    from common_utils.core.models import (cache_dir, hub_offline, model_path, MODEL_REGISTRY, ModelNotProvisionedError)
+    from common_utils.core.runtime import describe_runtime
 
     info = describe_runtime()
     print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -49,7 +49,7 @@ def doctor() -> int:
 
 
 def provision_command(force: bool) -> int:
-    from .models import provision
+    from common_utils.core.models import provision
 
     for key, path in provision(force=force).items():
         print(f"{key}: ready at {path}")
@@ -59,7 +59,7 @@ def provision_command(force: bool) -> int:
 def validate_data_command(paths: list[str]) -> int:
     from pathlib import Path
 
-    from .data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
+    from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
 
     files = [Path(p) for p in paths] or sorted(datasets_dir().glob("*/*.jsonl"))
     failed = False

@@ -144,7 +144,7 @@ def build_topic_classification(rng: random.Random) -> dict[str, list[dict]]:
 # 3. preference_format: prompt / chosen / rejected pairs whose preferred behaviour a rule checks
 # --------------------------------------------------------------------------------------------
 # Three instruction kinds; each says in its system turn what the reply must look like, and
-# common_utils.alignment.judge checks exactly that. Chosen and rejected carry the same (correct)
+# common_utils.tasks.preference.judge checks exactly that. Chosen and rejected carry the same (correct)
 # content, so the only thing a preference method can learn from a pair is the requested format.
 PREFERENCE_SYSTEMS = {
     "json": 'Reply with a JSON object of the form {"answer": ...} and nothing else.',

@@ -42,6 +42,6 @@ fi
 DS_BUILD_OPS=0 "${PIP[@]}" -c constraints.txt -e ".[dev,distributed]"
 # Build DeepSpeed's CPU shared-memory comm op now (once, cached in ~/.cache/torch_extensions), so the
 # first multi-process DeepSpeed run of Lab-1.3 does not spend minutes compiling inside a notebook.
-"$VENV/bin/python" -c "from common_utils.zero_memory import ensure_deepspeed_cpu_comm_op as e; print('DeepSpeed CPU comm op:', e())" \
+"$VENV/bin/python" -c "from common_utils.training.deepspeed import ensure_deepspeed_cpu_comm_op as e; print('DeepSpeed CPU comm op:', e())" \
   || echo "warning: DeepSpeed's CPU comm op did not build here (no C++ compiler?); the first DeepSpeed run will try again"
 echo "Environment ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,36 +1,83 @@
-"""Run course notebooks headless with nbmake and report how long each took.
+"""Run course notebooks headless with nbmake and report how long each took and its GPU peak.
 
-    python scripts/notebooks.py run [--workers N] [PATH ...]   run notebooks under PATHs (default: every chapter)
-    python scripts/notebooks.py report [--write docs/notebook_timings.md]
+    python scripts/notebooks.py run [--workers N] [--profile smoke|full] [--max-gpu-gib G]
+                                    [--timeout S] [--dry-run] [PATH ...]
+    python scripts/notebooks.py report [--write FILE] [--dir DIR ...]
 
-Notebooks of one lab run in file order in one pytest process, so a later stage finds the artifacts
-an earlier stage wrote. No notebook found is an error, never a silent pass (pytest exit 5).
-With --workers N (or $COURSE_NOTEBOOK_WORKERS), whole labs are spread over N pytest processes, each
-limited to cpu_count // N torch threads: kernel start-up and imports overlap, at the price of
-per-notebook seconds that are no longer those of a notebook run alone (the report says so).
+Chapters are the top-level folders named like `00-Course_Setup` (pattern `[0-9][0-9]-*`), so a new
+chapter is tested as soon as its folder exists. Notebooks of one lab (the nearest `Lab-*` folder)
+run in file order in one pytest process, so a later stage finds the artifacts an earlier stage
+wrote. No notebook found is an error, never a silent pass (pytest exit 5 counts as a failure).
+
+Whole labs are spread over N worker processes (--workers, else $COURSE_NOTEBOOK_WORKERS, else
+DEFAULT_WORKERS), each limited to cpu_count // N torch threads: kernel start-up and imports
+overlap, at the price of per-notebook seconds that are no longer those of a notebook run alone
+(the report says so).
+
+Every run writes its reports to .course_reports/ ($COURSE_REPORT_DIR overrides): the junit XML
+(wall seconds per notebook), gpu_peaks.jsonl (peak CUDA memory per notebook, recorded from inside
+each kernel by scripts/nbmake_hooks/) and notebook_timings.md (the table `report` prints).
 
 A lab may declare what it needs in `lab.yaml` beside its README:
     accelerator: cpu | cuda     # cuda: the lab is skipped, with this reason printed, without CUDA
     requires: [fastapi, ...]    # importable modules beyond the default install (optional extras)
     min_vram_gb: 16             # the GPU its full profile is designed for
+    sizes: {smoke: {...}, full: {...}}   # per-profile sizes the lab's notebooks read
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = ["00-Course_Setup", "01-Core_Training_Techniques", "02-Efficient_Inference_and_Serving",
-            "03-Model_Compression", "04-Evaluation_and_Data_Engineering"]
-REPORT = ROOT / ".course_reports" / "notebooks.xml"
-WORKERS_NOTE = REPORT.with_name("workers.txt")  # how many processes shared the CPU in the last run
+HOOKS = Path(__file__).resolve().parent / "nbmake_hooks"
+CHAPTER_PATTERN = "[0-9][0-9]-*"
+DEFAULT_WORKERS = 2  # measured choice for the 2-core CI machine; $COURSE_NOTEBOOK_WORKERS overrides
+WORKERS_ENV = "COURSE_NOTEBOOK_WORKERS"
+REPORT_DIR_ENV = "COURSE_REPORT_DIR"
+GPU_REPORT_ENV = "COURSE_GPU_REPORT"
+PROFILES = ("smoke", "full")
 BUDGET_S = 90.0
-LAB_KEYS = {"accelerator": str, "requires": list, "min_vram_gb": (int, float)}
+NOTEBOOK_TIMEOUT_S = 900
+GIB = 1024**3
+LAB_KEYS: dict[str, type | tuple[type, ...]] = {
+    "accelerator": str, "requires": list, "min_vram_gb": (int, float), "sizes": dict}
+JUNIT = "notebooks.xml"
+GPU_PEAKS = "gpu_peaks.jsonl"
+RUN_NOTE = "run.json"  # how the last run was made: workers, profile, start time
+TIMINGS = "notebook_timings.md"
+
+
+# --- what to run ---------------------------------------------------------------------------------
+
+def chapter_folders() -> list[Path]:
+    """Top-level folders named like a chapter (`NN-Name`), sorted, read now so new chapters count."""
+    return sorted(path for path in ROOT.glob(CHAPTER_PATTERN) if path.is_dir())
+
+
+# Names of the chapters at import time, for callers that list them (tests/test_notebooks_hygiene.py).
+CHAPTERS: list[str] = [path.name for path in chapter_folders()]
+
+
+def find_notebooks(paths: list[str]) -> list[Path]:
+    """Notebooks under `paths` (files or folders), else under every chapter; checkpoints and outputs excluded."""
+    roots = [Path(p) for p in paths] or chapter_folders()
+    found: list[Path] = []
+    for root in roots:
+        candidates = [root] if root.suffix == ".ipynb" else sorted(root.rglob("*.ipynb"))
+        found += [p for p in candidates if ".ipynb_checkpoints" not in p.parts and "outputs" not in p.parts]
+    return found
 
 
 def lab_requirements(notebook: Path) -> dict:
@@ -45,28 +92,38 @@ def lab_requirements(notebook: Path) -> dict:
     return {}
 
 
+def lab_yaml_problems(declared: dict) -> list[str]:
+    """What is wrong with a lab.yaml's content (unknown keys, wrong types), so authors see it early."""
+    problems = [f"unknown key {key!r}; allowed: {sorted(LAB_KEYS)}" for key in declared if key not in LAB_KEYS]
+    problems += [f"{key} should be {kind}" for key, kind in LAB_KEYS.items()
+                 if key in declared and not isinstance(declared[key], kind)]
+    if declared.get("accelerator", "cpu") not in {"cpu", "cuda"}:
+        problems.append("accelerator must be cpu or cuda")
+    sizes = declared.get("sizes")
+    if isinstance(sizes, dict):
+        problems += [f"sizes: unknown profile {name!r}; allowed: {list(PROFILES)}" for name in sizes
+                     if name not in PROFILES]
+        problems += [f"sizes.{name} should be a mapping" for name, value in sizes.items()
+                     if name in PROFILES and not isinstance(value, dict)]
+    return problems
+
+
 def unmet_requirement(requirements: dict) -> str | None:
     """Why this machine cannot run a lab with these requirements, or None if it can."""
     import importlib.util
 
-    if requirements.get("accelerator") == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return "needs CUDA (lab.yaml: accelerator: cuda); this machine has none"
+    if requirements.get("accelerator") == "cuda" and not _cuda_available():
+        return "needs CUDA (lab.yaml: accelerator: cuda); this machine has none"
     missing = [m for m in requirements.get("requires", []) if importlib.util.find_spec(m) is None]
     if missing:
         return f"needs {', '.join(missing)} (lab.yaml: requires); install the lab's extra first"
     return None
 
 
-def find_notebooks(paths: list[str]) -> list[Path]:
-    roots = [Path(p) for p in paths] or [ROOT / c for c in CHAPTERS if (ROOT / c).exists()]
-    found: list[Path] = []
-    for root in roots:
-        candidates = [root] if root.suffix == ".ipynb" else sorted(root.rglob("*.ipynb"))
-        found += [p for p in candidates if ".ipynb_checkpoints" not in p.parts and "outputs" not in p.parts]
-    return found
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def lab_folder(notebook: Path) -> Path:
@@ -88,99 +145,329 @@ def partition(notebooks: list[Path], workers: int) -> list[list[Path]]:
     return [sorted(b, key=notebooks.index) for b in bins]
 
 
-def _pytest(notebooks: list[Path], report: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=900", "-p", "no:cacheprovider",
-               "-o", "testpaths=", f"--junitxml={report}", "-q", *map(str, notebooks)]
+class Plan(NamedTuple):
+    """What a run will do: the notebooks of each worker process, and those skipped with the reason."""
+
+    groups: list[list[Path]]
+    skipped: list[tuple[Path, str]]
+
+    @property
+    def notebooks(self) -> list[Path]:
+        return [notebook for group in self.groups for notebook in group]
+
+
+def make_plan(found: list[Path], workers: int) -> Plan:
+    """Drop the notebooks whose lab this machine cannot run, then spread the rest over the workers."""
+    selected: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for notebook in found:
+        reason = unmet_requirement(lab_requirements(notebook))
+        if reason:
+            skipped.append((notebook, reason))
+        else:
+            selected.append(notebook)
+    return Plan(partition(selected, workers) if selected else [], skipped)
+
+
+def default_workers() -> int:
+    """$COURSE_NOTEBOOK_WORKERS when set, else DEFAULT_WORKERS."""
+    return int(os.environ.get(WORKERS_ENV) or DEFAULT_WORKERS)
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads each worker may use so that the workers together do not oversubscribe the CPU."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def describe_plan(plan: Plan) -> str:
+    """The --dry-run listing: each worker's notebooks in the order they will run, then the skips."""
+    threads = threads_per_worker(len(plan.groups)) if len(plan.groups) > 1 else None
+    lines = [f"Would run {len(plan.notebooks)} notebook(s) in {len(plan.groups)} worker process(es)"
+             + (f", {threads} torch thread(s) each" if threads else "") + "."]
+    for index, group in enumerate(plan.groups, start=1):
+        labs = len({lab_folder(notebook) for notebook in group})
+        lines.append(f"worker {index}: {len(group)} notebook(s), {labs} lab(s)")
+        lines += [f"  {_rel(notebook)}" for notebook in group]
+    if plan.skipped:
+        lines.append(f"skipped: {len(plan.skipped)} notebook(s)")
+        lines += [f"  {_rel(notebook)}: {reason}" for notebook, reason in plan.skipped]
+    return "\n".join(lines)
+
+
+# --- running -------------------------------------------------------------------------------------
+
+def report_dir() -> Path:
+    """Where a run writes its reports: $COURSE_REPORT_DIR, else .course_reports/ of the repository."""
+    return Path(os.environ.get(REPORT_DIR_ENV) or ROOT / ".course_reports")
+
+
+def install_hooks(folder: Path) -> dict[str, str]:
+    """Put the GPU-peak hooks into `folder`; returns the environment that makes nbmake runs use them.
+
+    IPYTHONDIR points the kernels at a startup file of ours without touching the user's own
+    IPython profile; PYTHONPATH lets pytest import the plugin that names each kernel's notebook.
+    """
+    startup = folder / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(HOOKS / "ipython_startup.py", startup / "00-course.py")
+    python_path = os.pathsep.join(p for p in [str(HOOKS), os.environ.get("PYTHONPATH", "")] if p)
+    return {"IPYTHONDIR": str(folder / "ipython"), "PYTHONPATH": python_path}
+
+
+def _pytest(notebooks: list[Path], junit: Path, env: dict[str, str], timeout: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pytest", "--nbmake", f"--nbmake-timeout={timeout}", "-p", "no:cacheprovider",
+               "-p", "course_nbmake_plugin", "-o", "testpaths=", f"--junitxml={junit}", "-q", *map(str, notebooks)]
     return subprocess.Popen(command, cwd=ROOT, env=env)
 
 
-def _merge_reports(parts: list[Path]) -> None:
+def _merge_reports(parts: list[Path], target: Path) -> None:
     """One junit file with every worker's test suite, so `report` reads a run as one."""
     merged = ET.Element("testsuites")
     for part in parts:
         root = ET.parse(part).getroot()
-        merged.extend(root.iter("testsuite") if root.tag == "testsuites" else [root])
-    ET.ElementTree(merged).write(REPORT, encoding="utf-8", xml_declaration=True)
+        merged.extend(root.iter("testsuite") if root.tag == "testsuite" else root.findall("testsuite"))
+    ET.ElementTree(merged).write(target, encoding="utf-8", xml_declaration=True)
 
 
-def run(paths: list[str]) -> int:
-    workers = int(os.environ.get("COURSE_NOTEBOOK_WORKERS", "1"))
-    if paths[:1] == ["--workers"]:
-        workers, paths = int(paths[1]), paths[2:]
-    found = find_notebooks(paths)
+def _clear_reports(folder: Path) -> None:
+    """Remove the last run's files so a new run never reports stale notebooks or GPU peaks."""
+    for name in [JUNIT, GPU_PEAKS, RUN_NOTE, TIMINGS, *(p.name for p in folder.glob("notebooks-*.xml"))]:
+        (folder / name).unlink(missing_ok=True)
+
+
+def _cuda_model() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    except Exception:  # a broken torch install shows up in the notebooks themselves
+        return None
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="notebooks.py run", description="Run notebooks headless with nbmake.")
+    parser.add_argument("paths", nargs="*", help="notebooks or folders (default: every chapter)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"parallel pytest processes, whole labs each (default: ${WORKERS_ENV}, else {DEFAULT_WORKERS})")
+    parser.add_argument("--profile", choices=PROFILES, help="set COURSE_PROFILE for the notebooks")
+    parser.add_argument("--max-gpu-gib", type=float, default=None,
+                        help="fail when a notebook's peak reserved CUDA memory exceeds this many GiB")
+    parser.add_argument("--timeout", type=int, default=NOTEBOOK_TIMEOUT_S, help="per-cell nbmake timeout, seconds")
+    parser.add_argument("--dry-run", action="store_true", help="list what would run, per worker, and exit")
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    workers = args.workers if args.workers is not None else default_workers()
+    if workers < 1:
+        print(f"--workers must be at least 1, got {workers}", file=sys.stderr)
+        return 2
+    found = find_notebooks(args.paths)
     if not found:
-        print(f"No notebooks found under {paths or CHAPTERS}: nothing was tested.", file=sys.stderr)
+        where = args.paths or [str(c) for c in chapter_folders()] or [f"{ROOT}/{CHAPTER_PATTERN}"]
+        print(f"No notebooks found under {where}: nothing was tested.", file=sys.stderr)
         return 1
-    notebooks = []
-    for notebook in found:
-        reason = unmet_requirement(lab_requirements(notebook))
-        if reason:
-            print(f"SKIPPED {notebook.relative_to(ROOT)}: {reason}")
-        else:
-            notebooks.append(notebook)
-    if not notebooks:
+    plan = make_plan(found, workers)
+    if args.dry_run:
+        print(describe_plan(plan))
+        return 0
+    for notebook, reason in plan.skipped:
+        print(f"SKIPPED {_rel(notebook)}: {reason}")
+    if not plan.groups:
         print("Every selected notebook was skipped for the reasons above.")
         return 0
-    REPORT.parent.mkdir(exist_ok=True)
-    groups = partition(notebooks, workers)
-    print(f"Running {len(notebooks)} notebook(s) in {len(groups)} process(es) ...", flush=True)
-    threads = str(max(1, (os.cpu_count() or 1) // len(groups)))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "COURSE_NUM_THREADS": threads} if len(groups) > 1 else None
-    parts = [REPORT.with_name(f"notebooks-{i}.xml") for i in range(len(groups))] if len(groups) > 1 else [REPORT]
-    codes = [p.wait() for p in [_pytest(group, part, env) for group, part in zip(groups, parts)]]
-    if len(groups) > 1:
-        _merge_reports(parts)
-    WORKERS_NOTE.write_text(str(len(groups)))
-    report([])
+    folder = report_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    _clear_reports(folder)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    code = _execute(plan, folder, args.profile, args.timeout)
+    note = {"workers": len(plan.groups), "profile": args.profile or os.environ.get("COURSE_PROFILE"),
+            "started": started, "cpu_count": os.cpu_count(), "gpu": _cuda_model()}
+    (folder / RUN_NOTE).write_text(json.dumps(note, indent=1), encoding="utf-8")
+    if (folder / JUNIT).exists():
+        report(["--write", str(folder / TIMINGS)])
+    if args.max_gpu_gib is not None:
+        over = gpu_over_limit(read_gpu_peaks(folder / GPU_PEAKS), args.max_gpu_gib)
+        for line in over:
+            print(f"GPU MEMORY OVER LIMIT: {line}", file=sys.stderr)
+        if over:
+            code = code or 1
+    return code
+
+
+def _execute(plan: Plan, folder: Path, profile: str | None, timeout: int) -> int:
+    """Run each worker's notebooks in its own pytest process; the worst exit code (5, no tests, fails)."""
+    junit = folder / JUNIT
+    parts = [folder / f"notebooks-{i}.xml" for i in range(len(plan.groups))] if len(plan.groups) > 1 else [junit]
+    print(f"Running {len(plan.notebooks)} notebook(s) in {len(plan.groups)} process(es) ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="course-nbmake-") as hooks:
+        env = {**os.environ, **install_hooks(Path(hooks)), GPU_REPORT_ENV: str(folder / GPU_PEAKS)}
+        if profile:
+            env["COURSE_PROFILE"] = profile
+        if len(plan.groups) > 1:
+            threads = str(threads_per_worker(len(plan.groups)))
+            env.update(OMP_NUM_THREADS=threads, COURSE_NUM_THREADS=threads)
+        codes = [p.wait() for p in [_pytest(group, part, env, timeout) for group, part in zip(plan.groups, parts)]]
+    written = [part for part in parts if part.exists()]
+    if len(parts) > 1 and written:
+        _merge_reports(written, junit)
+    if len(written) < len(parts):
+        print(f"{len(parts) - len(written)} worker(s) wrote no junit report (crashed?).", file=sys.stderr)
+        codes.append(1)
     return 1 if 5 in codes else max(codes)
 
 
-def report(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="notebooks.py report")
+# --- reporting -----------------------------------------------------------------------------------
+
+class GpuPeak(NamedTuple):
+    """The highest CUDA memory one notebook's kernel held, in bytes, and the GPU it ran on."""
+
+    max_allocated: int
+    max_reserved: int
+    model: str
+
+
+def read_gpu_peaks(path: Path) -> dict[str, GpuPeak]:
+    """Per notebook (path relative to the repository), the highest peaks its kernel recorded."""
+    peaks: dict[str, GpuPeak] = {}
+    if not path.exists():
+        return peaks
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        name = _rel(Path(record["notebook"])) if record.get("notebook") else "(unknown notebook)"
+        seen = peaks.get(name)
+        peaks[name] = GpuPeak(max(record["max_allocated"], seen.max_allocated if seen else 0),
+                              max(record["max_reserved"], seen.max_reserved if seen else 0),
+                              record.get("model") or (seen.model if seen else ""))
+    return peaks
+
+
+def gpu_over_limit(peaks: dict[str, GpuPeak], limit_gib: float) -> list[str]:
+    """One line per notebook whose peak reserved memory exceeds `limit_gib`, naming notebook and number."""
+    return [f"{name} reserved {peak.max_reserved / GIB:.2f} GiB > {limit_gib:g} GiB (allocated "
+            f"{peak.max_allocated / GIB:.2f} GiB on {peak.model})"
+            for name, peak in sorted(peaks.items()) if peak.max_reserved > limit_gib * GIB]
+
+
+ANSI = re.compile(r"(\x1b|#x1B)\[[0-9;]*m")  # junit XML spells ESC as "#x1B"
+ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)|Cell execution timed out)\b")
+
+
+def first_error_line(text: str) -> str:
+    """The first line of a failure that names an exception, else its first non-empty line."""
+    lines = [ANSI.sub("", line).strip() for line in text.splitlines()]
+    named = [line for line in lines if ERROR_LINE.match(line)]
+    return (named or [line for line in lines if line] or ["(no message)"])[0][:200]
+
+
+class Row(NamedTuple):
+    """One notebook's line of the report; `failure` is the first line naming its exception."""
+
+    seconds: float
+    status: str
+    notebook: str
+    failure: str = ""
+
+
+def _junit_rows(junit: Path, by_classname: dict[str, str]) -> list[Row]:
+    rows = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+        status = "failed" if problem is not None else ("skipped" if case.find("skipped") is not None else "passed")
+        failure = first_error_line(f"{problem.get('message', '')}\n{problem.text or ''}") if problem is not None else ""
+        recorded = [prop.get("value", "") for prop in case.iter("property") if prop.get("name") == "notebook"]
+        classname = case.get("classname", "")
+        notebook = _rel(Path(recorded[0])) if recorded else by_classname.get(classname, classname)
+        rows.append(Row(float(case.get("time", 0)), status, notebook, failure))
+    return rows
+
+
+def _gpu_cell(peak: GpuPeak | None) -> str:
+    return "—" if peak is None else f"{peak.max_allocated / GIB:.2f} / {peak.max_reserved / GIB:.2f}"
+
+
+def render_table(rows: list[Row], peaks: dict[str, GpuPeak]) -> str:
+    """Markdown table, slowest first: seconds (⚠ over budget), GPU peak GiB, status, notebook."""
+    rows = sorted(rows, key=lambda r: r.seconds, reverse=True)
+    lines = ["| seconds | peak GiB (alloc/reserved) | status | notebook |", "| ---: | ---: | --- | --- |"]
+    lines += [f"| {r.seconds:.1f}{' ⚠' if r.seconds > BUDGET_S else ''} | {_gpu_cell(peaks.get(r.notebook))} "
+              f"| {r.status} | {r.notebook} |" for r in rows]
+    top = max((p.max_reserved for p in peaks.values()), default=None)
+    lines.append(f"| {sum(r.seconds for r in rows):.1f} | {'—' if top is None else f'max {top / GIB:.2f} reserved'} "
+                 f"| total | {len(rows)} notebooks |")
+    return "\n".join(lines)
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="notebooks.py report", description="Table of the last notebook run.")
     parser.add_argument("--write", help="also write the table as markdown to this file")
-    args = parser.parse_args(argv)
-    if not REPORT.exists():
+    parser.add_argument("--dir", action="append", type=Path, default=None,
+                        help="report folder(s) to read and merge (default: the run's report folder)")
+    return parser
+
+
+def report(argv: list[str]) -> int:
+    args = _report_parser().parse_args(argv)
+    folders = args.dir or [report_dir()]
+    junits = [folder / JUNIT for folder in folders if (folder / JUNIT).exists()]
+    if not junits:
         print("No notebook run recorded yet: run `make test` or `make smoke LAB=...` first.")
         return 1
     # junit classnames are paths with "/" turned into "."; folder names may contain dots themselves
-    by_classname = {str(p.relative_to(ROOT)).replace("/", "."): str(p.relative_to(ROOT)) for p in find_notebooks([])}
-    root = ET.parse(REPORT).getroot()
-    suite = root if root.tag == "testsuite" else root.find("testsuite")
-    started = suite.get("timestamp", "unknown time")[:16] if suite is not None else "unknown time"
-    workers = int(WORKERS_NOTE.read_text()) if WORKERS_NOTE.exists() else 1
-    shared = (f" The run used {workers} parallel processes, so each notebook shared the CPU: its seconds are "
-              "higher than when run alone." if workers > 1 else "")
-    rows = []
-    for case in root.iter("testcase"):
-        status = "failed" if case.find("failure") is not None or case.find("error") is not None else (
-            "skipped" if case.find("skipped") is not None else "passed")
-        classname = case.get("classname", "")
-        rows.append((float(case.get("time", 0)), status, by_classname.get(classname, classname)))
-    rows.sort(reverse=True)
-    total = sum(r[0] for r in rows)
-    lines = ["| seconds | status | notebook |", "| ---: | --- | --- |"]
-    lines += [f"| {s:.1f}{' ⚠' if s > BUDGET_S else ''} | {status} | {path} |" for s, status, path in rows]
-    lines.append(f"| {total:.1f} | total | {len(rows)} notebooks |")
-    table = "\n".join(lines)
+    by_classname = {_rel(p).replace("/", "."): _rel(p) for p in find_notebooks([])}
+    rows = [row for junit in junits for row in _junit_rows(junit, by_classname)]
+    peaks: dict[str, GpuPeak] = {}
+    for folder in folders:
+        peaks.update(read_gpu_peaks(folder / GPU_PEAKS))
+    note = _read_note(folders[0] / RUN_NOTE)
+    table = render_table(rows, peaks)
     print(table)
-    over = [r for r in rows if r[0] > BUDGET_S]
+    over = [r for r in rows if r.seconds > BUDGET_S]
     if over:
         print(f"⚠ {len(over)} notebook(s) over the {BUDGET_S:.0f} s smoke budget.")
+    for row in rows:
+        if row.failure:
+            print(f"FAILED {row.notebook}: {row.failure}")
     if args.write:
-        Path(args.write).write_text(
-            "# Notebook timings (smoke profile)\n\n"
-            "Rendered by `python scripts/notebooks.py report --write docs/notebook_timings.md` from the last "
-            f"`make test` run, started {started} UTC on a machine with {os.cpu_count()} CPU cores (junit XML, "
-            "per-notebook wall seconds including kernel start). "
-            f"Budget: {BUDGET_S:.0f} s per notebook (⚠ marks overruns).{shared}\n\n" + table + "\n", encoding="utf-8")
+        Path(args.write).write_text(_markdown(table, note, bool(peaks)), encoding="utf-8")
     return 0
 
 
-def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "report"}:
+def _read_note(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _markdown(table: str, note: dict, gpu: bool) -> str:
+    workers = note.get("workers") or 1
+    shared = (f" The run used {workers} parallel processes, so each notebook shared the CPU: its seconds are "
+              "higher than when run alone." if workers > 1 else "")
+    memory = (f" GPU columns: the kernel's `torch.cuda.max_memory_allocated()` / `max_memory_reserved()` on "
+              f"{note.get('gpu') or 'the GPU'}, processes it started not included." if gpu else
+              " GPU columns are `—`: the run had no CUDA.")
+    return (f"# Notebook timings ({note.get('profile') or 'default'} profile)\n\n"
+            "Rendered by `python scripts/notebooks.py report --write FILE` from the last notebook run, started "
+            f"{str(note.get('started', 'unknown time'))[:16]} UTC on a machine with {note.get('cpu_count', '?')} "
+            "CPU cores (junit XML, per-notebook wall seconds including kernel start). "
+            f"Budget: {BUDGET_S:.0f} s per notebook (⚠ marks overruns).{shared}{memory}\n\n{table}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"run": run, "report": report}
+    if not argv or argv[0] not in commands:
         print(__doc__)
         return 2
-    return run(sys.argv[2:]) if sys.argv[1] == "run" else report(sys.argv[2:])
+    return commands[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from common_utils.runtime import Profile, get_profile  # noqa: E402
+from common_utils import lab_sizes
+from common_utils.core.runtime import Sizes
 
 torch.set_num_threads(2)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+LAB01 = REPO_ROOT / "01-Core_Training_Techniques" / "02-Labs" / "PEFT_Labs" / "Lab-01-LoRA"
 CAUSAL_LM = "smollm2-135m-instruct"
 ENCODER = "minilm-l6-v2"
 
@@ -32,8 +34,9 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def profile() -> Profile:
-    return get_profile("smoke")
+def profile() -> Sizes:
+    """Lab-01's smoke sizes (the course's extraction recipe), which most recipe tests shrink further."""
+    return lab_sizes(LAB01, "smoke")
 
 
 @pytest.fixture(scope="session")

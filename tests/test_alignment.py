@@ -7,27 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from common_utils.alignment import (
-    KINDS,
-    chosen_sft_set,
-    completion_logps,
-    course_dpo_config,
-    course_orpo_config,
-    dpo_batch_logps,
-    dpo_loss,
-    judge,
-    judge_scores,
-    kl_to_reference,
-    make_dpo_trainer,
-    make_orpo_trainer,
-    orpo_batch_terms,
-    orpo_loss,
-    preference_messages,
-    preference_pairs,
-    reply_logps,
-    stage_steps,
-    win_rate,
-)
+from common_utils.reference.preference_losses import dpo_loss, orpo_loss
+from common_utils.tasks.preference import (chosen_sft_set, judge, judge_scores, KINDS, preference_messages, preference_pairs, win_rate)
+from common_utils.training.preference import (completion_logps, course_dpo_config, course_orpo_config, dpo_batch_logps, kl_to_reference,
+                                              make_dpo_trainer, make_orpo_trainer, orpo_batch_terms, reply_logps, stage_steps)
 from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
 
 
@@ -190,7 +173,7 @@ def test_from_scratch_orpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> 
     from peft import LoraConfig
     from transformers import LlamaForCausalLM
 
-    from common_utils.alignment import course_orpo_config
+    from common_utils.training.preference import course_orpo_config
 
     _, tokenizer = tiny_lm
     torch.manual_seed(0)
@@ -256,7 +239,7 @@ def test_stage_steps_rejects_unknown_stage(profile) -> None:
 def test_reward_margins_are_read_with_loss_history() -> None:
     from types import SimpleNamespace
 
-    from common_utils.train import loss_history
+    from common_utils import loss_history
 
     log = [{"step": 1, "rewards/margins": 0.1}, {"step": 2, "loss": 1.0}, {"step": 2, "rewards/margins": 0.3}]
     assert loss_history(SimpleNamespace(state=SimpleNamespace(log_history=log)), "rewards/margins") == [
@@ -269,8 +252,8 @@ def test_preference_step_cost_reports_time_and_memory(tiny_lm, profile, monkeypa
     """Runs the real trainers on a 2-layer random Llama (same tokenizer) instead of the 135M model."""
     from transformers import LlamaForCausalLM
 
-    import common_utils.models as models
-    from common_utils.alignment import preference_step_cost
+    import common_utils.core.models as models
+    from common_utils.training.preference import preference_step_cost
 
     _, tokenizer = tiny_lm
     loads = []
@@ -288,7 +271,7 @@ def test_preference_step_cost_reports_time_and_memory(tiny_lm, profile, monkeypa
 
 
 def test_preference_step_cost_rejects_reference_copy_for_orpo(profile) -> None:
-    from common_utils.alignment import preference_step_cost
+    from common_utils.training.preference import preference_step_cost
 
     with pytest.raises(ValueError, match="reference_copy"):
         preference_step_cost("orpo", profile, reference_copy=True)

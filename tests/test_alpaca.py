@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from common_utils.alpaca import (
-    PROMPT_NO_INPUT,
-    alpaca_prompt,
-    alpaca_sft_tensors,
-    load_alpaca,
-    to_alpaca,
-)
-from common_utils.data import LOSS_IGNORE_INDEX
-from common_utils.models import load_tokenizer
+from common_utils.tasks.alpaca import (alpaca_prompt, alpaca_sft_tensors, load_alpaca, PROMPT_NO_INPUT, to_alpaca)
+from common_utils.data import IGNORE_INDEX
+from common_utils import load_tokenizer
 
 RECORD = {"id": "x-1", "instruction": "Extract the name.", "input": "Ada, 36, Paris.", "output": '{"name": "Ada"}'}
 
@@ -61,11 +55,11 @@ def test_only_response_tokens_carry_loss() -> None:
     batch = alpaca_sft_tensors(tokenizer, [RECORD, {"instruction": "Say hi.", "output": "hi"}], seq_len=96)
     assert batch["input_ids"].shape == batch["labels"].shape == (2, 96)
     for row in range(2):
-        kept = batch["labels"][row] != LOSS_IGNORE_INDEX
+        kept = batch["labels"][row] != IGNORE_INDEX
         text = tokenizer.decode(batch["input_ids"][row][kept])
         assert text.startswith(["{\"name\": \"Ada\"}", "hi"][row]) and text.endswith(tokenizer.eos_token)
         padding = batch["attention_mask"][row] == 0
-        assert padding.any() and (batch["labels"][row][padding] == LOSS_IGNORE_INDEX).all()
+        assert padding.any() and (batch["labels"][row][padding] == IGNORE_INDEX).all()
     with pytest.raises(ValueError, match="seq_len"):
         alpaca_sft_tensors(tokenizer, [RECORD], seq_len=8)
     short = {"instruction": "Hi", "output": "hi"}
@@ -76,7 +70,7 @@ def test_only_response_tokens_carry_loss() -> None:
 
 
 def test_eval_loss_and_generation_run_on_the_course_model(tiny_lm) -> None:
-    from common_utils.alpaca import alpaca_eval_loss, alpaca_generate
+    from common_utils.tasks.alpaca import alpaca_eval_loss, alpaca_generate
 
     model, tokenizer = tiny_lm
     examples = load_alpaca("valid", limit=3)

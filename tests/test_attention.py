@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common_utils.attention import attention_cost, naive_attention, tiled_attention
+from common_utils.reference.attention import attention_cost, naive_attention, tiled_attention
 
 
 @pytest.fixture()

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from common_utils import classify
-from common_utils.monitor import count_parameters
-from common_utils.peft_methods import apply_peft, get_method
+from common_utils.training import classify
+from common_utils import count_parameters
+from common_utils import apply_peft
+from common_utils.peft.methods import get_method
 
 
 def tiny_bert(num_labels: int = 4, vocab_size: int = 30522):

@@ -8,17 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from common_utils.data import (
-    DATASET_SCHEMAS,
-    LOSS_IGNORE_INDEX,
-    DatasetFormatError,
-    datasets_dir,
-    extraction_messages,
-    load_course_dataset,
-    loss_token_table,
-    to_prompt_completion,
-    validate_jsonl,
-)
+from common_utils import extraction_messages, load_course_dataset, loss_token_table
+from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, IGNORE_INDEX, validate_jsonl
+from common_utils.tasks.extraction import to_prompt_completion
 
 EXTRACTION = DATASET_SCHEMAS["person_extraction"]
 GOOD_ROW = {
@@ -154,14 +146,14 @@ class _FakeTokenizer:
 
 
 def test_loss_token_table_drops_padding() -> None:
-    ignore = LOSS_IGNORE_INDEX
+    ignore = IGNORE_INDEX
     table = loss_token_table([5, 6, 7, 0, 0], [ignore, 6, 7, ignore, ignore], _FakeTokenizer())
     assert table == [("Hi", False), (" there", True), ("!", True)]
 
 
 def test_loss_token_table_keeps_a_pad_token_that_carries_loss() -> None:
     """When pad doubles as a real token (e.g. pad == EOS), a pad id with a label is content, not padding."""
-    table = loss_token_table([5, 0, 0], [LOSS_IGNORE_INDEX, 0, LOSS_IGNORE_INDEX], _FakeTokenizer())
+    table = loss_token_table([5, 0, 0], [IGNORE_INDEX, 0, IGNORE_INDEX], _FakeTokenizer())
     assert table == [("Hi", False), ("<pad>", True)]
 
 
@@ -173,7 +165,7 @@ def test_loss_token_table_with_the_real_tokenizer(tiny_lm) -> None:
     answer_ids = tokenizer(GOOD_ROW["output"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     padding = [tokenizer.pad_token_id] * 4
     input_ids = prompt_ids + answer_ids + padding
-    labels = [LOSS_IGNORE_INDEX] * len(prompt_ids) + answer_ids + [LOSS_IGNORE_INDEX] * len(padding)
+    labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids + [IGNORE_INDEX] * len(padding)
 
     table = loss_token_table(input_ids, labels, tokenizer)
     assert len(table) == len(prompt_ids) + len(answer_ids)

@@ -13,20 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from common_utils.distributed import (
-    DistributedLaunchError,
-    ensure_launched,
-    extraction_lm_blocks,
-    first_error,
-    free_port,
-    launch,
-    load_training_state,
-    max_abs_diff,
-    run_command,
-    save_training_checkpoint,
-    strip_ddp_prefix,
-    torchrun_command,
-)
+from common_utils import launch
+from common_utils.core.processes import (DistributedLaunchError, ensure_launched, first_error, free_port, run_command, torchrun_command)
+from common_utils.training.distributed import (extraction_lm_blocks, load_training_state, max_abs_diff, save_training_checkpoint, strip_ddp_prefix)
 
 
 def test_free_port_is_bindable() -> None:
@@ -80,7 +69,7 @@ def test_launch_two_gloo_processes_all_reduce(tmp_path: Path) -> None:
     script = tmp_path / "sum.py"
     script.write_text(textwrap.dedent(f"""
         import torch, torch.distributed as dist
-        from common_utils.distributed import init_distributed, finish_distributed
+        from common_utils.training.distributed import finish_distributed, init_distributed
         ctx = init_distributed()
         x = torch.tensor([float(ctx.rank + 1)])
         dist.all_reduce(x)

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from common_utils.evaluation import generate_batch, parse_json_object, perplexity, score_extraction
+from common_utils import generate_batch, parse_json_object, score_extraction
+from common_utils.evaluation import perplexity
 
 REFERENCE = {"name": "Alice Silva", "age": 31, "city": "Lisbon"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common_utils.attention import naive_attention
-from common_utils.gqa import GroupedQueryAttention, TinyCausalLM, kv_cache_bytes_per_token, pool_kv_heads
+from common_utils.reference.attention import naive_attention
+from common_utils.reference.gqa import (GroupedQueryAttention, kv_cache_bytes_per_token, pool_kv_heads, TinyCausalLM)
 
 
 def test_gqa_matches_per_head_naive_attention() -> None:
@@ -58,7 +58,7 @@ def test_with_kv_heads_keeps_other_weights_and_shrinks_the_cache() -> None:
 def test_kv_cache_bytes_matches_the_formula_for_tiny_and_transformers_caches(tmp_path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from common_utils.gqa import kv_cache_bytes, load_or_train_tiny_lm
+    from common_utils.reference.gqa import kv_cache_bytes, load_or_train_tiny_lm
 
     torch.manual_seed(0)
     model = TinyCausalLM(vocab_size=11, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_len=32)

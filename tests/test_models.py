@@ -5,16 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from common_utils.models import (
-    CACHE_ENV,
-    MODEL_REGISTRY,
-    ModelNotProvisionedError,
-    load_causal_lm,
-    load_tokenizer,
-    model_path,
-    resolve_model,
-)
-from common_utils.monitor import count_parameters
+from common_utils import load_causal_lm, load_tokenizer, model_path
+from common_utils.core.models import CACHE_ENV, MODEL_REGISTRY, ModelNotProvisionedError, resolve_model
+from common_utils import count_parameters
 
 EMBEDDED_LM = "smollm2-135m-instruct"
 

@@ -8,18 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from common_utils.monitor import (
-    MB,
-    ParamCount,
-    Timer,
-    count_parameters,
-    cuda_peak_mb,
-    dir_size_mb,
-    process_rss_mb,
-    read_metrics,
-    track_peak_memory,
-    write_metrics,
-)
+from common_utils import (count_parameters, dir_size_mb, process_rss_mb, read_metrics, Timer, track_peak_memory, write_metrics)
+from common_utils.core.monitor import cuda_peak_mb, MB, ParamCount
 
 
 def test_count_parameters_separates_frozen() -> None:
@@ -79,7 +69,7 @@ def test_write_metrics_converts_numpy_numbers(tmp_path: Path) -> None:
 
 
 def test_atomic_file_replaces_only_when_the_write_finishes(tmp_path: Path) -> None:
-    from common_utils.artifacts import atomic_file
+    from common_utils import atomic_file
 
     target = tmp_path / "sub" / "weights.bin"
     with atomic_file(target) as tmp:

@@ -6,9 +6,11 @@ import re
 import pytest
 import torch
 
-from common_utils.monitor import count_parameters
-from common_utils.peft_methods import PEFT_METHODS, apply_peft, make_peft_config
-from common_utils.runtime import PROFILES, Profile
+from common_utils import count_parameters
+from common_utils import apply_peft, make_peft_config
+from common_utils.peft.methods import PEFT_METHODS
+from common_utils.core.runtime import PROFILES
+from common_utils.core.runtime import Sizes as Profile
 
 
 def test_registry_has_lora_and_qlora() -> None:
@@ -66,7 +68,7 @@ def test_lora_trainable_parameters_match_the_formula(tiny_lm, profile: Profile) 
 
 
 def test_a_method_that_applies_itself_is_called_with_the_model():
-    from common_utils import peft_methods
+    from common_utils.peft import methods as peft_methods
 
     calls = []
 

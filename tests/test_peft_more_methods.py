@@ -13,24 +13,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
-from common_utils.adapters import (
-    AdapterConfig,
-    adapter_targets,
-    add_adapters,
-    has_adapters,
-    is_adapter_dir,
-    load_adapters,
-    save_adapters,
-)
-from common_utils.monitor import count_parameters
-from common_utils.peft_methods import (
-    PEFT_METHODS,
-    apply_peft,
-    default_learning_rate,
-    make_peft_config,
-    prefix_kv_dim,
-    trainable_param_formula,
-)
+from common_utils.peft.adapters import (adapter_targets, AdapterConfig, add_adapters, has_adapters, is_adapter_dir, load_adapters, save_adapters)
+from common_utils import count_parameters
+from common_utils import apply_peft, make_peft_config
+from common_utils.peft.methods import (default_learning_rate, PEFT_METHODS, prefix_kv_dim, trainable_param_formula)
 
 METHODS = ["adapter", "prompt_tuning", "prefix_tuning", "ia3"]
 IDENTITY_AT_INIT = {"adapter", "ia3"}
@@ -171,7 +157,7 @@ def test_soft_prompts_get_a_larger_learning_rate(profile) -> None:
 
 
 def test_ia3_scales_start_at_one_in_layer_order(tiny_llama) -> None:
-    from common_utils.peft_methods import ia3_scales
+    from common_utils.peft.methods import ia3_scales
 
     model = apply_peft(copy.deepcopy(tiny_llama), "ia3")
     scales = ia3_scales(model)
@@ -187,7 +173,7 @@ def test_per_layer_distribution_plot_draws_one_line_per_series() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from common_utils.plots import plot_per_layer_distributions
+    from common_utils.core.plots import plot_per_layer_distributions
 
     figure = plot_per_layer_distributions({"a": [[1.0, 1.1], [0.9, 1.2], [1.0, 1.0]], "b": [[2.0], [2.1], [2.2]]},
                                           ylabel="scale", title="t", reference=1.0)
@@ -199,7 +185,7 @@ def test_per_layer_distribution_plot_draws_one_line_per_series() -> None:
 def test_median_seconds_times_the_call_and_rejects_zero_repeats() -> None:
     import time
 
-    from common_utils.monitor import median_seconds
+    from common_utils import median_seconds
 
     calls = []
     seconds = median_seconds(lambda: (calls.append(1), time.sleep(0.01)), repeats=3, warmup=2)

@@ -5,18 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from common_utils.models import MODEL_REGISTRY
-from common_utils.runtime import (
-    PROFILE_ENV,
-    PROFILES,
-    Profile,
-    describe_runtime,
-    get_device,
-    get_profile,
-    pick_dtype,
-    seed_everything,
-    set_threads,
-)
+from common_utils.core.models import MODEL_REGISTRY
+from common_utils import get_device, get_profile, pick_dtype, seed_everything, set_threads
+from common_utils.core.runtime import describe_runtime, Profile, PROFILE_ENV, PROFILES
 
 ON_ACCELERATOR = torch.cuda.is_available() or torch.backends.mps.is_available()
 

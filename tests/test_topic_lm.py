@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from common_utils import topic_lm
-from common_utils.runtime import Profile
+from common_utils.tasks import topic as topic_lm
+from common_utils.core.runtime import Sizes as Profile
 
 LABELS = ["sports", "technology", "food", "travel"]
 

@@ -12,15 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from common_utils.artifacts import save_pretrained_atomic
-from common_utils.runtime import Profile
-from common_utils.train import (
-    FinetuneRun,
-    course_sft_config,
-    finetune_extraction,
-    loss_history,
-    loss_reduction,
-)
+from common_utils import save_pretrained_atomic
+from common_utils.core.runtime import Sizes as Profile
+
+from .conftest import LAB01
+from common_utils import loss_history, loss_reduction
+from common_utils.training.sft import course_sft_config, finetune_extraction, FinetuneRun
 
 
 def test_loss_reduction() -> None:
@@ -150,9 +147,10 @@ def test_run_fingerprint_is_stable_across_processes(profile: Profile, tmp_path: 
     changed between kernels would make every interrupted run start over instead of resuming."""
     script = (
         "from peft import LoraConfig\n"
-        "from common_utils import get_profile, course_sft_config\n"
-        "from common_utils.train import _fingerprint\n"
-        f"config = course_sft_config(get_profile('smoke'), {str(tmp_path)!r})\n"
+        "from common_utils.training.sft import course_sft_config\n"
+        "from common_utils import lab_sizes\n"
+        "from common_utils.training.sft import _fingerprint\n"
+        f"config = course_sft_config(lab_sizes({str(LAB01)!r}, 'smoke'), {str(tmp_path)!r})\n"
         "lora = LoraConfig(target_modules={'q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj'})\n"
         "print(_fingerprint(config, {'default': lora}, 400, object()))\n"
     )
@@ -165,7 +163,7 @@ def test_run_fingerprint_is_stable_across_processes(profile: Profile, tmp_path: 
 
 
 def test_ensure_adapter_reuses_a_saved_adapter(profile: Profile, tmp_path: Path, monkeypatch) -> None:
-    import common_utils.train as train
+    import common_utils.training.sft as train
 
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
@@ -174,7 +172,7 @@ def test_ensure_adapter_reuses_a_saved_adapter(profile: Profile, tmp_path: Path,
 
 
 def test_ensure_adapter_rebuilds_a_missing_adapter(profile: Profile, tmp_path: Path, monkeypatch, capsys) -> None:
-    import common_utils.train as train
+    import common_utils.training.sft as train
 
     calls = []
     monkeypatch.setattr(train, "finetune_extraction", lambda *args, **kwargs: calls.append((args, kwargs)))
@@ -189,7 +187,7 @@ def test_prefix_tuning_with_projection_is_not_resumed_from_checkpoints() -> None
 
     from peft import LoraConfig, PrefixTuningConfig
 
-    from common_utils.train import _resumable
+    from common_utils.training.sft import _resumable
 
     projected = SimpleNamespace(peft_config={"default": PrefixTuningConfig(num_virtual_tokens=4, prefix_projection=True,
                                                                            task_type="CAUSAL_LM")})

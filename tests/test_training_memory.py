@@ -6,18 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from common_utils.training_memory import (
-    SavedTensorMeter,
-    accumulated_gradients,
-    estimate_training_memory,
-    flat_grad,
-    memory_timeline,
-    optimizer_state_bytes,
-    relative_error,
-    split_batch,
-    tensor_bytes,
-    truncate_layers,
-)
+from common_utils.training.memory import (accumulated_gradients, estimate_training_memory, flat_grad, memory_timeline, optimizer_state_bytes,
+                                          relative_error, SavedTensorMeter, split_batch, tensor_bytes, truncate_layers)
 
 
 def _tiny_llama(layers: int = 2):
@@ -125,7 +115,7 @@ def test_memory_timeline_sees_parameters_and_gradients() -> None:
 
 
 def test_peak_tensor_memory_sees_a_temporary() -> None:
-    from common_utils.training_memory import peak_tensor_memory_mb
+    from common_utils.training.memory import peak_tensor_memory_mb
 
     peak = peak_tensor_memory_mb(lambda: torch.ones(1024, 1024).sum())  # 4 MB temporary
     assert 3.9 < peak < 8.5

@@ -9,14 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from common_utils.zero_memory import (
-    accelerate_deepspeed_yaml,
-    fp32_zero_bytes,
-    overlapping_param_numel,
-    rank_model_states,
-    union_bytes,
-    zero_train_config,
-)
+from common_utils.training.deepspeed import (accelerate_deepspeed_yaml, overlapping_param_numel, rank_model_states, union_bytes, zero_train_config)
+from common_utils.training.memory import fp32_zero_bytes
 
 
 def test_union_bytes_counts_overlaps_once() -> None:
@@ -104,7 +98,7 @@ def test_comm_op_helper_removes_a_stale_lock_and_reports_the_cache(tmp_path, mon
     import torch.utils.cpp_extension as cpp_extension
     from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
 
-    from common_utils.zero_memory import ensure_deepspeed_cpu_comm_op
+    from common_utils.training.deepspeed import ensure_deepspeed_cpu_comm_op
 
     library = tmp_path / "deepspeed_shm_comm.so"
 
@@ -131,7 +125,7 @@ def test_comm_op_helper_removes_a_stale_lock_and_reports_the_cache(tmp_path, mon
 def test_accelerate_command_uses_this_interpreter_and_config(tmp_path) -> None:
     import sys
 
-    from common_utils.zero_memory import accelerate_command, launch_accelerate
+    from common_utils.training.deepspeed import accelerate_command, launch_accelerate
 
     command = accelerate_command(tmp_path / "acc.yaml", "train.py", ["--steps", 2])
     assert command[:5] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "acc.yaml")]
@@ -147,7 +141,7 @@ def test_write_zero_configs_pairs_the_json_and_the_yaml(tmp_path) -> None:
 
     import yaml
 
-    from common_utils.zero_memory import write_zero_configs
+    from common_utils.training.deepspeed import write_zero_configs
 
     ds_json, acc_yaml = write_zero_configs(tmp_path, stage=3, micro_batch=1, grad_accum=2, num_processes=2)
     assert json.loads(ds_json.read_text())["zero_optimization"]["stage"] == 3
@@ -158,7 +152,7 @@ def test_load_zero_checkpoint_builds_the_model_from_the_merged_state(tmp_path, m
     import deepspeed.utils.zero_to_fp32 as zero_to_fp32
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from common_utils.zero_memory import load_zero_checkpoint
+    from common_utils.training.deepspeed import load_zero_checkpoint
 
     config = LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=2)

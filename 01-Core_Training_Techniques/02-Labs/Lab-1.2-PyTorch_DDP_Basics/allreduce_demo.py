@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from common_utils import write_metrics
-from common_utils.distributed import finish_distributed, init_distributed
+from common_utils.training.distributed import finish_distributed, init_distributed
 
 
 def ring_all_reduce(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -19,7 +19,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common_utils import write_metrics
-from common_utils.distributed import finish_distributed, init_distributed, max_abs_diff
+from common_utils.training.distributed import finish_distributed, init_distributed, max_abs_diff
 
 
 def make_mlp(width: int, depth: int, seed: int = 0) -> nn.Sequential:

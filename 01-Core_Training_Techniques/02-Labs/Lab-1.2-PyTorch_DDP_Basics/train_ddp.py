@@ -20,14 +20,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from transformers import AutoModelForCausalLM
 
 from common_utils import get_profile, load_causal_lm, load_tokenizer, write_metrics
-from common_utils.distributed import (
-    extraction_lm_blocks,
-    finish_distributed,
-    init_distributed,
-    load_training_state,
-    max_abs_diff,
-    save_training_checkpoint,
-)
+from common_utils.training.distributed import (extraction_lm_blocks, finish_distributed, init_distributed, load_training_state, max_abs_diff,
+                                               save_training_checkpoint)
 
 
 def lm_loss(model, blocks: torch.Tensor) -> torch.Tensor:

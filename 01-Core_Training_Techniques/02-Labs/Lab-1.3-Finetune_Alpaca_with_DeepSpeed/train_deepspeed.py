@@ -23,9 +23,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from common_utils import get_profile, load_causal_lm, load_tokenizer, write_metrics
-from common_utils.alpaca import alpaca_sft_tensors, load_alpaca
-from common_utils.training_memory import truncate_layers
-from common_utils.zero_memory import rank_model_states, zero_train_config
+from common_utils.tasks.alpaca import alpaca_sft_tensors, load_alpaca
+from common_utils.training.memory import truncate_layers
+from common_utils.training.deepspeed import rank_model_states, zero_train_config
 
 
 def build_model(profile, layers: int):

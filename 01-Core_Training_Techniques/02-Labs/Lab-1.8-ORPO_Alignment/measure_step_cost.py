@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from common_utils import atomic_file, get_profile, preference_step_cost
+from common_utils import atomic_file, get_profile
+from common_utils.training.preference import preference_step_cost
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import LOSS_IGNORE_INDEX
+from common_utils.data import IGNORE_INDEX
 
 ALPACA_FIELDS = ("instruction", "input", "output")
 ALPACA_HUB_ID = "tatsu-lab/alpaca"
@@ -69,7 +69,7 @@ def load_alpaca(split: str = "train", limit: int | None = None, source: str = "c
                   "using the course's person_extraction data in Alpaca format instead")
     elif source != "course":
         raise ValueError(f"source must be 'course' or 'hub', got {source!r}")
-    from .data import load_course_dataset
+    from common_utils.data import load_course_dataset
 
     return [to_alpaca(row) for row in load_course_dataset("person_extraction", split, limit)]
 
@@ -96,11 +96,11 @@ def alpaca_sft_tensors(tokenizer, examples: list[dict[str, str]], seq_len: int, 
             raise ValueError(f"a prompt has {len(prompt)} tokens, seq_len is {seq_len}: raise seq_len so the "
                              "response fits, or shorten the instruction")
         tokens = (prompt + answer)[:seq_len]
-        label = ([LOSS_IGNORE_INDEX] * len(prompt) + answer)[:seq_len]
+        label = ([IGNORE_INDEX] * len(prompt) + answer)[:seq_len]
         pad = seq_len - len(tokens)
         ids.append(tokens + [tokenizer.pad_token_id] * pad)
         masks.append([1] * len(tokens) + [0] * pad)
-        labels.append(label + [LOSS_IGNORE_INDEX] * pad)
+        labels.append(label + [IGNORE_INDEX] * pad)
     if not ids:
         raise ValueError(f"no example fits seq_len={seq_len}: raise seq_len")
     return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(masks), "labels": torch.tensor(labels)}
@@ -118,7 +118,7 @@ def alpaca_eval_loss(model, tokenizer, examples: list[dict[str, str]], seq_len: 
     with torch.no_grad():
         for i in range(0, len(data["input_ids"]), batch_size):
             batch = {k: v[i:i + batch_size].to(model.device) for k, v in data.items()}
-            n = int((batch["labels"][:, 1:] != LOSS_IGNORE_INDEX).sum())  # labels are shifted inside the model
+            n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # labels are shifted inside the model
             total += float(model(**batch).loss) * n
             tokens += n
     return total / tokens

@@ -183,7 +183,7 @@ def load_or_train_tiny_lm(path, ids: torch.Tensor, steps: int, **config) -> tupl
     it with the same settings (so every stage runs on its own). Returns (model, loss history)."""
     from pathlib import Path
 
-    from .artifacts import atomic_file
+    from common_utils.core.artifacts import atomic_file
 
     path = Path(path)
     if path.exists():

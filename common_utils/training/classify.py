@@ -25,21 +25,8 @@ RUN_FILE = "run.json"
 BASELINES = ("full", "head")  # not PEFT methods, but the two ends every comparison needs
 
 
-@dataclass(frozen=True)
-class ClassifySizes:
-    """Sizes of one encoder classification run (the encoder counterpart of the profile's LM sizes)."""
-
-    train_steps: int
-    batch_size: int
-    max_length: int
-    eval_batch_size: int = 64
-
-
-# Keyed by profile name. smoke: one epoch of the 320 training rows; full trains longer on a GPU.
-CLASSIFY_SIZES: dict[str, ClassifySizes] = {
-    "smoke": ClassifySizes(train_steps=20, batch_size=16, max_length=32),
-    "full": ClassifySizes(train_steps=300, batch_size=32, max_length=64),
-}
+# Tokens per sentence when a caller gives no max_length (the smoke sizes of the NLU labs' lab.yaml).
+DEFAULT_MAX_LENGTH = 32
 
 # Learning rate per method. Methods that train few parameters far from the output (biases, prompts)
 # need much larger steps than full fine-tuning, as their papers report. Unknown methods use DEFAULT_LR.
@@ -61,14 +48,9 @@ CLASSIFY_LR: dict[str, float] = {
 DEFAULT_LR = 1e-3
 
 
-def classify_sizes(profile) -> ClassifySizes:
-    """The classification sizes for a profile (smoke sizes for an unknown profile name)."""
-    return CLASSIFY_SIZES.get(profile.name, CLASSIFY_SIZES["smoke"])
-
-
 def label_names(split: str = "train") -> list[str]:
     """Label texts ordered by label id, read from the dataset itself."""
-    from .data import load_course_dataset
+    from common_utils.data import load_course_dataset
 
     rows = load_course_dataset(DATASET, split)
     names = dict(zip(rows["label"], rows["label_text"]))
@@ -80,7 +62,7 @@ def tokenize_split(tokenizer, split: str, max_length: int, limit: int | None = N
 
     token_type_ids are dropped: BERT defaults them to zeros, and prompt methods prepend virtual
     tokens that a fixed-length token_type_ids tensor would not cover. Padding happens per batch."""
-    from .data import load_course_dataset
+    from common_utils.data import load_course_dataset
 
     rows = load_course_dataset(DATASET, split, limit=limit)
 
@@ -116,7 +98,7 @@ def prepare_classifier(model, method: Any, profile=None, **overrides: Any):
     "full": every weight trains. "head": only the head. Any registered PEFT method: applied through
     the factory, with peft's SEQ_CLS task type so peft keeps the new head trainable too. A peft
     config object (task_type="SEQ_CLS") is applied as is."""
-    from .peft_methods import apply_peft, get_method
+    from common_utils.peft.methods import apply_peft, get_method
 
     if not isinstance(method, str):  # a peft config object, e.g. PromptTuningConfig for a side experiment
         from peft import get_peft_model
@@ -145,9 +127,9 @@ def course_classify_args(profile, output_dir: str | Path, method: Any, **overrid
     """TrainingArguments with the course defaults for encoder classification; any field can be overridden."""
     from transformers import TrainingArguments
 
-    from .runtime import get_device
+    from common_utils.core.runtime import get_device
 
-    sizes = classify_sizes(profile)
+    sizes = profile  # the lab's Sizes: train_steps, batch_size, max_length (lab.yaml)
     device = get_device()
     defaults: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -181,7 +163,7 @@ def predict_labels(model, tokenizer, texts: list[str], max_length: int | None = 
     """Argmax label ids for raw texts, in eval mode without gradients, batch by batch."""
     import torch
 
-    max_length = max_length or CLASSIFY_SIZES["smoke"].max_length
+    max_length = max_length or DEFAULT_MAX_LENGTH
     texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
     model.eval()
     device = next(model.parameters()).device
@@ -200,7 +182,7 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int | None = 
     """Logits for raw texts (one batch): what 'identical predictions' checks compare."""
     import torch
 
-    max_length = max_length or CLASSIFY_SIZES["smoke"].max_length
+    max_length = max_length or DEFAULT_MAX_LENGTH
     texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
     model.eval()
     device = next(model.parameters()).device
@@ -219,7 +201,7 @@ def logits_with_fixed_prompt(model, tokenizer, prompt, texts: list[str], max_len
     once, so a deployment can ship these vectors instead of the encoder."""
     import torch
 
-    max_length = max_length or CLASSIFY_SIZES["smoke"].max_length
+    max_length = max_length or DEFAULT_MAX_LENGTH
     texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
     model.eval()
     device = next(model.parameters()).device
@@ -240,7 +222,7 @@ def evaluate_classifier(model, tokenizer, split: str = "test", max_length: int |
     confident (and how well calibrated) they are."""
     import torch
 
-    from .data import load_course_dataset
+    from common_utils.data import load_course_dataset
 
     rows = load_course_dataset(DATASET, split, limit=limit)
     texts, labels = rows["text"], torch.tensor(rows["label"])
@@ -266,7 +248,7 @@ def save_trainable(path: str | Path, model) -> Path:
     """Write `trainable_state(model)` as safetensors, atomically."""
     from safetensors.torch import save_file
 
-    from .artifacts import atomic_file
+    from common_utils.core.artifacts import atomic_file
 
     with atomic_file(path) as tmp:
         save_file(trainable_state(model), str(tmp))
@@ -330,15 +312,15 @@ def _settings(method: Any, profile, args, n_examples: int, model_key: str,
     return {"method": method_name(method), "peft_config": config, "model": model_key, "examples": n_examples,
             "max_steps": args.max_steps, "batch_size": args.per_device_train_batch_size,
             "learning_rate": args.learning_rate, "seed": args.seed,
-            "max_length": classify_sizes(profile).max_length,
+            "max_length": profile.max_length,
             "overrides": {k: str(v) for k, v in sorted(overrides.items())}}
 
 
 def load_base_classifier(profile, num_labels: int = 4):
     """The profile's encoder with a new classification head, seeded so the head starts the same way
     every time (methods that keep the head frozen rely on that)."""
-    from .models import load_encoder
-    from .runtime import seed_everything
+    from common_utils.core.models import load_encoder
+    from common_utils.core.runtime import seed_everything
 
     seed_everything(profile.seed)
     return load_encoder(profile.encoder, num_labels=num_labels)
@@ -353,15 +335,15 @@ def finetune_classifier(method: Any, profile, output_dir: str | Path, max_steps:
 
     With reuse=True a finished run with the same settings is loaded instead of retrained, so later
     stages (and the comparison) can call this freely; changed settings retrain from scratch."""
-    from .artifacts import atomic_file
-    from .monitor import Timer, count_parameters, track_peak_memory
-    from .runtime import seed_everything
-    from .train import loss_history, stable_hash
+    from common_utils.core.artifacts import atomic_file
+    from common_utils.core.monitor import count_parameters, Timer, track_peak_memory
+    from common_utils.core.runtime import seed_everything
+    from common_utils.training.sft import loss_history, stable_hash
 
     output_dir = Path(output_dir)
     model, tokenizer = load_base_classifier(profile)
     model = prepare_classifier(model, method, profile, **peft_overrides)
-    sizes = classify_sizes(profile)
+    sizes = profile  # the lab's Sizes: train_steps, batch_size, max_length (lab.yaml)
     arg_overrides: dict[str, Any] = {}
     if max_steps is not None:
         arg_overrides["max_steps"] = max_steps

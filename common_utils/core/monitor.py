@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_file
+from common_utils.core.artifacts import atomic_file
 
 MB = 2**20
 

@@ -16,8 +16,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-IGNORE_INDEX = -100
-GB = 1e9
+from common_utils.data import IGNORE_INDEX
+
+
+# ---- the one bytes-per-parameter table and unit convention of the course ---------------------------
+# Every memory number the course prints is in binary units: GIB = 2**30 bytes ("GiB"), MIB = 2**20.
+GIB = 2**30
+# Bytes per stored value of each number format (nf4: 4 bits; its per-block scales are counted apart).
+BYTES_PER_PARAM: dict[str, float] = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1, "nf4": 0.5}
+# Adam keeps two fp32 moments (8 bytes) and, under mixed precision or ZeRO, an fp32 master copy (4):
+# the ZeRO paper's K = 12 (Rajbhandari et al., 2020).
+ADAM_MOMENT_BYTES = 8
+K_ADAM = 12
+# DeepSpeed's own estimators count 18 bytes per parameter beyond the 16-bit weights:
+# 16-bit grads 2 + fp32 grads 4 + fp32 params 4 + Adam 8.
+DS_OPTIM_BYTES = 18
 
 # Bytes per *trainable* parameter: (weight, gradient, fp32 master copy).
 PRECISION_BYTES: dict[str, tuple[float, float, float]] = {
@@ -28,7 +41,7 @@ PRECISION_BYTES: dict[str, tuple[float, float, float]] = {
 # Bytes per trainable parameter kept by the optimizer.
 OPTIMIZER_BYTES: dict[str, float] = {"adamw": 8, "adamw_8bit": 2, "sgd_momentum": 4, "sgd": 0}
 # Bytes per *frozen* parameter, by storage format (LoRA keeps the base frozen; QLoRA stores it in NF4).
-FROZEN_WEIGHT_BYTES: dict[str, float] = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1, "nf4": 0.5}
+FROZEN_WEIGHT_BYTES: dict[str, float] = BYTES_PER_PARAM
 
 
 class SavedTensorMeter:
@@ -159,10 +172,10 @@ class MemoryEstimate:
     def total(self) -> float:
         return self.weights + self.gradients + self.optimizer + self.master_weights + self.activations
 
-    def as_gb(self) -> dict[str, float]:
+    def as_gib(self) -> dict[str, float]:
         parts = {"weights": self.weights, "gradients": self.gradients, "optimizer": self.optimizer,
                  "master_weights": self.master_weights, "activations": self.activations, "total": self.total}
-        return {name: value / GB for name, value in parts.items()}
+        return {name: value / GIB for name, value in parts.items()}
 
 
 def estimate_training_memory(total_params: int, trainable_params: int | None = None, precision: str = "fp32",
@@ -173,8 +186,8 @@ def estimate_training_memory(total_params: int, trainable_params: int | None = N
     Full fine-tuning: trainable_params=None (all parameters train). LoRA: trainable_params = the adapter
     size, frozen base stored as `frozen_format` (default: the training precision's weight format);
     QLoRA: frozen_format="nf4" (0.5 byte per parameter, quantization constants ignored).
-    Check: full fine-tuning of a 1.5B model with mixed-precision Adam -> 16 bytes/param = 24 GB, the
-    number the ZeRO paper (Rajbhandari et al., 2020, section 3.1) gives for GPT-2 1.5B."""
+    Check: full fine-tuning of a 1.5B model with mixed-precision Adam -> 16 bytes/param = 24e9 bytes (22.4 GiB), the
+    number ("24 GB") the ZeRO paper (Rajbhandari et al., 2020, section 3.1) gives for GPT-2 1.5B."""
     if precision not in PRECISION_BYTES:
         raise ValueError(f"precision must be one of {sorted(PRECISION_BYTES)}, not {precision!r}")
     if optimizer not in OPTIMIZER_BYTES:
@@ -245,7 +258,7 @@ def plot_memory_timeline(times_ms: Sequence[float], by_category: dict[str, Seque
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .plots import apply_course_style
+    from common_utils.core.plots import apply_course_style
 
     apply_course_style()
     fig, ax = plt.subplots()
@@ -270,3 +283,46 @@ def peak_tensor_memory_mb(fn, device: str = "cpu") -> float:
     _, by_category = memory_timeline(prof, device)
     totals = [sum(values) for values in zip(*by_category.values())]
     return max(totals) / 2**20
+
+
+# ---- model states under ZeRO (what each rank must hold) ---------------------------------------------
+
+def model_state_bytes_per_gpu(params: int, gpus: int, stage: int, offload_optimizer: bool = False,
+                              offload_params: bool = False, largest_layer_params: int = 0) -> int:
+    """GPU bytes of parameters, gradients and optimizer states on one GPU (mixed-precision Adam)."""
+    if params <= 0 or gpus <= 0:
+        raise ValueError(f"params and gpus must be positive, got params={params}, gpus={gpus}")
+    if offload_params and not (stage == 3 and offload_optimizer):
+        raise ValueError("parameter offload needs ZeRO stage 3 with optimizer offload (DeepSpeed's offload_param)")
+    if stage == 0:
+        return (2 + 2 + K_ADAM) * params
+    if stage == 1:
+        return 4 * params + K_ADAM * params // gpus
+    if stage == 2:  # == estimate_zero2_model_states_mem_needs(..., cpu_offload=offload_optimizer)
+        return 2 * params if offload_optimizer else 2 * params + DS_OPTIM_BYTES * params // gpus
+    if stage == 3:  # == estimate_zero3_model_states_mem_needs(...)
+        largest = 4 * largest_layer_params
+        if offload_params:
+            return largest
+        if offload_optimizer:
+            return largest + 2 * params // gpus
+        return largest + DS_OPTIM_BYTES * params // gpus
+    raise ValueError(f"ZeRO stage must be 0, 1, 2 or 3, got {stage}")
+
+
+def fp32_zero_bytes(params: int, ranks: int, stage: int, master_copy: bool | None = None) -> dict[str, float]:
+    """Per-rank bytes of each category for fp32 Adam training under the ZeRO paper's partitioning.
+
+    `master_copy` (default: True for stages 1-3, False for 0) says whether the optimizer keeps its own
+    fp32 copy of the weights; DeepSpeed's ZeRO optimizers always do, plain fp32 data parallelism not."""
+    if params <= 0 or ranks <= 0:
+        raise ValueError(f"params and ranks must be positive, got params={params}, ranks={ranks}")
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"ZeRO stage must be 0, 1, 2 or 3, got {stage}")
+    master = stage > 0 if master_copy is None else master_copy
+    optimizer = (8 + (4 if master else 0)) * params
+    return {
+        "params": 4 * params / (ranks if stage == 3 else 1),
+        "grads": 4 * params / (ranks if stage >= 2 else 1),
+        "optimizer": optimizer / (ranks if stage >= 1 else 1),
+    }

@@ -1,22 +1,109 @@
-"""What one rank of a DeepSpeed ZeRO run really holds: parameters, gradients and optimizer states.
+"""Choose a DeepSpeed ZeRO setup from model size, GPU count and GPU memory, with its memory estimate.
 
-`rank_model_states(engine)` walks the tensors a DeepSpeed engine keeps (the module's parameters or,
-under ZeRO-3, their `ds_tensor` partitions; `.grad` and the ZeRO optimizer's gradient partitions; the
-torch optimizer's moments and ZeRO's fp32 master partitions) and adds up the bytes of the memory they
-cover. Overlapping views (a parameter that is a slice of a flat buffer) count once, and memory counted
-in an earlier category is not counted again, so the three numbers add up to what the rank stores.
+The per-GPU model-state formulas follow DeepSpeed's own estimators
+(`deepspeed.runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs` and
+`stage3.estimate_zero3_model_states_mem_needs`, tested against them in tests/test_zero_config.py),
+which count 18 bytes per parameter for mixed-precision Adam beyond the 2-byte fp16/bf16 weights:
+2 (16-bit grads) + 4 (fp32 grads) + 4 (fp32 master weights) + 8 (Adam moments). Stages 0 and 1,
+which DeepSpeed's estimators do not cover, use the ZeRO paper's accounting (Rajbhandari et al., 2020:
+2 + 2 + K bytes per parameter, K = 12).
 
-`fp32_zero_bytes` is the ZeRO paper's partitioning (Rajbhandari et al., 2020: P_os, P_os+g,
-P_os+g+p) with fp32 byte counts, the accounting of a CPU run: 4-byte weights and gradients, and Adam's
-K = 12 bytes (fp32 master copy 4 + two moments 8) once ZeRO keeps a master partition; plain data
-parallelism in fp32 updates the weights in place, so stage 0 keeps only the 8 bytes of moments.
-The paper's mixed-precision numbers (2 + 2 + 12) are `zero_config.model_state_bytes_per_gpu`.
+Activation memory depends on sequence length, hidden size and checkpointing, so callers pass their
+own bytes-per-sample estimate; the plan spends what model states leave over on the micro-batch.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from common_utils.training.memory import GIB, model_state_bytes_per_gpu
+
+# (stage, offload_optimizer, offload_params), from fastest to most memory-frugal
+LADDER: list[tuple[int, bool, bool]] = [(0, False, False), (1, False, False), (2, False, False), (3, False, False),
+                                        (2, True, False), (3, True, False), (3, True, True)]
+
+
+@dataclass(frozen=True)
+class ZeroPlan:
+    """The chosen setup and the arithmetic behind it (bytes are per GPU)."""
+
+    params: int
+    gpus: int
+    gpu_memory_gb: float
+    stage: int
+    offload_optimizer: bool
+    offload_params: bool
+    model_state_gb: float
+    activation_budget_gb: float
+    micro_batch: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def explain(self) -> str:
+        offload = ("optimizer+params" if self.offload_params else "optimizer") if self.offload_optimizer else "none"
+        return (f"{self.params / 1e9:.2f}B params on {self.gpus} x {self.gpu_memory_gb:g} GB: ZeRO-{self.stage}, "
+                f"offload {offload}; model states {self.model_state_gb:.1f} GB/GPU, "
+                f"{self.activation_budget_gb:.1f} GB left for activations -> micro-batch {self.micro_batch}")
+
+
+def plan_zero(params: int, gpus: int, gpu_memory_gb: float, activation_gb_per_sample: float,
+              largest_layer_params: int = 0, reserve_fraction: float = 0.1, max_micro_batch: int = 64) -> ZeroPlan:
+    """The fastest rung of LADDER whose model states leave room for at least one sample.
+
+    `reserve_fraction` of the GPU is kept for the CUDA context, buffers and fragmentation. Raises with
+    the smallest requirement when even ZeRO-3 with full offload cannot fit one sample."""
+    if activation_gb_per_sample <= 0:
+        raise ValueError("activation_gb_per_sample must be positive (measure one step, or estimate from seq_len)")
+    usable = gpu_memory_gb * (1 - reserve_fraction)
+    for stage, off_opt, off_par in LADDER:
+        states = model_state_bytes_per_gpu(params, gpus, stage, off_opt, off_par, largest_layer_params) / GIB
+        budget = usable - states
+        if budget >= activation_gb_per_sample:
+            micro = min(max_micro_batch, int(budget // activation_gb_per_sample))
+            return ZeroPlan(params, gpus, gpu_memory_gb, stage, off_opt, off_par, round(states, 3),
+                            round(budget, 3), micro)
+    raise ValueError(f"{params / 1e9:.2f}B parameters do not fit {gpus} x {gpu_memory_gb} GB even with ZeRO-3 and "
+                     "full offload plus one sample: add GPUs, shorten sequences (activation_gb_per_sample) or "
+                     "use activation checkpointing")
+
+
+def deepspeed_config(plan: ZeroPlan, global_batch: int, learning_rate: float = 2e-5, bf16: bool = True) -> dict[str, Any]:
+    """A DeepSpeed JSON config for a GPU plan: `zero_train_config` (the one builder) plus DeepSpeed's
+    own AdamW, bf16 and parameter offload; gradient accumulation fills the global batch."""
+    per_step = plan.micro_batch * plan.gpus
+    if global_batch % per_step:
+        raise ValueError(f"global_batch {global_batch} must be a multiple of micro_batch x gpus = {per_step}")
+    config = zero_train_config(plan.stage, plan.micro_batch, global_batch // per_step, plan.gpus,
+                               offload_optimizer=plan.offload_optimizer)
+    zero = config["zero_optimization"]
+    zero.update({"overlap_comm": True, "contiguous_gradients": True})
+    if plan.offload_optimizer:
+        zero["offload_optimizer"]["pin_memory"] = True
+    if plan.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    config.update({"optimizer": {"type": "AdamW", "params": {"lr": learning_rate, "weight_decay": 0.0}},
+                   "bf16": {"enabled": bf16}, "gradient_clipping": 1.0})
+    return config
+
+
+# ---- what one rank really holds, measured (formerly zero_memory) ------------------------------------
+# What one rank of a DeepSpeed ZeRO run really holds: parameters, gradients and optimizer states.
+#
+# `rank_model_states(engine)` walks the tensors a DeepSpeed engine keeps (the module's parameters or,
+# under ZeRO-3, their `ds_tensor` partitions; `.grad` and the ZeRO optimizer's gradient partitions; the
+# torch optimizer's moments and ZeRO's fp32 master partitions) and adds up the bytes of the memory they
+# cover. Overlapping views (a parameter that is a slice of a flat buffer) count once, and memory counted
+# in an earlier category is not counted again, so the three numbers add up to what the rank stores.
+#
+# `fp32_zero_bytes` is the ZeRO paper's partitioning (Rajbhandari et al., 2020: P_os, P_os+g,
+# P_os+g+p) with fp32 byte counts, the accounting of a CPU run: 4-byte weights and gradients, and Adam's
+# K = 12 bytes (fp32 master copy 4 + two moments 8) once ZeRO keeps a master partition; plain data
+# parallelism in fp32 updates the weights in place, so stage 0 keeps only the 8 bytes of moments.
+# The paper's mixed-precision numbers (2 + 2 + 12) are `zero_config.model_state_bytes_per_gpu`.
 
 CATEGORIES = ("params", "grads", "optimizer")
 
@@ -111,24 +198,6 @@ def overlapping_param_numel(param_numels: list[int], ranks: int, rank: int) -> i
     return covered
 
 
-def fp32_zero_bytes(params: int, ranks: int, stage: int, master_copy: bool | None = None) -> dict[str, float]:
-    """Per-rank bytes of each category for fp32 Adam training under the ZeRO paper's partitioning.
-
-    `master_copy` (default: True for stages 1-3, False for 0) says whether the optimizer keeps its own
-    fp32 copy of the weights; DeepSpeed's ZeRO optimizers always do, plain fp32 data parallelism not."""
-    if params <= 0 or ranks <= 0:
-        raise ValueError(f"params and ranks must be positive, got params={params}, ranks={ranks}")
-    if stage not in (0, 1, 2, 3):
-        raise ValueError(f"ZeRO stage must be 0, 1, 2 or 3, got {stage}")
-    master = stage > 0 if master_copy is None else master_copy
-    optimizer = (8 + (4 if master else 0)) * params
-    return {
-        "params": 4 * params / (ranks if stage == 3 else 1),
-        "grads": 4 * params / (ranks if stage >= 2 else 1),
-        "optimizer": optimizer / (ranks if stage >= 1 else 1),
-    }
-
-
 def zero_train_config(stage: int, micro_batch: int, grad_accum: int, world_size: int,
                       offload_optimizer: bool = False) -> dict[str, Any]:
     """The DeepSpeed config both launch routes of the lab use (fp32: no fp16/bf16 section, as on CPU).
@@ -161,8 +230,8 @@ def accelerate_deepspeed_yaml(path: str | Path, deepspeed_json: str | Path, num_
     when the flag is false (measured; docs/troubleshooting.md), so the YAML does not pretend otherwise."""
     import torch
 
-    from .artifacts import atomic_file
-    from .distributed import free_port
+    from common_utils.core.artifacts import atomic_file
+    from common_utils.core.processes import free_port
 
     lines = [
         "compute_environment: LOCAL_MACHINE",
@@ -190,7 +259,7 @@ def write_zero_configs(folder: str | Path, stage: int, micro_batch: int, grad_ac
     atomically into `folder` as ds_zero{stage}.json and accelerate_zero{stage}.yaml."""
     import json
 
-    from .artifacts import atomic_file
+    from common_utils.core.artifacts import atomic_file
 
     folder = Path(folder)
     ds_json = folder / f"ds_zero{stage}.json"
@@ -232,7 +301,7 @@ def launch_accelerate(script: str | Path, args: list[str] | None = None, config_
                       log_path: str | Path | None = None, timeout_s: float = 300):
     """Run `accelerate launch` like distributed.launch runs torchrun: hard timeout that stops every
     worker, one log file, and an error with the first traceback when it fails."""
-    from .distributed import run_command
+    from common_utils.core.processes import run_command
 
     script, config_file = Path(script), Path(config_file)
     if not script.is_file():

@@ -1,7 +1,12 @@
-"""Course datasets: locate, validate, load, format as chat, and show which tokens carry the loss.
+"""Course datasets: a registry of schemas, validation, loading, and "show me the loss tokens".
 
 Datasets are small JSONL files built by `datasets/build_datasets.py`. Every load validates each row,
 so a hand-edited file fails with `file:line: reason` instead of a confusing error deep in training.
+
+This room imports no task module: each task (common_utils.tasks.*) registers the schema of its
+dataset with `register_dataset`, so the data room stays at the bottom of the dependency graph.
+`load_course_dataset` imports `common_utils.tasks` on first use (by name, at run time) so that a
+notebook never has to remember which task module registers which dataset.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 DATASETS_ENV = "COURSE_DATASETS_DIR"
-LOSS_IGNORE_INDEX = -100
+# Label of a token that carries no loss (PyTorch cross_entropy's default ignore_index).
+IGNORE_INDEX = -100
 
 
 class DatasetFormatError(ValueError):
@@ -29,47 +35,27 @@ class Schema:
     check: Callable[[dict[str, Any]], str | None] | None = field(default=None)
 
 
-def _check_extraction(row: dict[str, Any]) -> str | None:
-    try:
-        answer = json.loads(row["output"])
-    except json.JSONDecodeError as error:
-        return f"'output' is not valid JSON ({error.msg})"
-    if not isinstance(answer, dict) or set(answer) != {"name", "age", "city"}:
-        return "'output' must be a JSON object with exactly the keys name, age, city"
-    if not isinstance(answer["age"], int):
-        return "'output'.age must be an integer"
-    return None
+DATASET_SCHEMAS: dict[str, Schema] = {}
 
 
-def _check_classification(row: dict[str, Any]) -> str | None:
-    return None if row["label"] >= 0 else "'label' must be >= 0"
+def register_dataset(name: str, schema: Schema) -> Schema:
+    """Declare the schema of a course dataset (called by the task module that owns it)."""
+    DATASET_SCHEMAS[name] = schema
+    return schema
 
 
-def _check_preference(row: dict[str, Any]) -> str | None:
-    from .alignment import KINDS, judge
+def _registered_schemas() -> dict[str, Schema]:
+    """Every course dataset's schema; the task modules register theirs when first imported."""
+    import importlib
 
-    if row["kind"] not in KINDS:
-        return f"'kind' must be one of {', '.join(KINDS)}"
-    if not judge(row["kind"], row["chosen"]):
-        return "'chosen' does not pass the judge for its kind"
-    if judge(row["kind"], row["rejected"]):
-        return "'rejected' passes the judge for its kind: the pair prefers nothing"
-    return None
-
-
-DATASET_SCHEMAS: dict[str, Schema] = {
-    "person_extraction": Schema({"id": str, "instruction": str, "input": str, "output": str}, _check_extraction),
-    "topic_classification": Schema({"id": str, "text": str, "label": int, "label_text": str},
-                                   _check_classification),
-    "preference_format": Schema({"id": str, "kind": str, "system": str, "prompt": str, "chosen": str,
-                                 "rejected": str}, _check_preference),
-}
+    importlib.import_module("common_utils.tasks")
+    return DATASET_SCHEMAS
 
 
 def datasets_dir() -> Path:
     """$COURSE_DATASETS_DIR, else the repository's `datasets/` folder (editable install)."""
     configured = os.environ.get(DATASETS_ENV)
-    return Path(configured) if configured else Path(__file__).resolve().parents[1] / "datasets"
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "datasets"
 
 
 def _row_problem(row: Any, schema: Schema) -> str | None:
@@ -121,27 +107,11 @@ def load_course_dataset(name: str, split: str, limit: int | None = None):
     """A validated course dataset split as a `datasets.Dataset` (first `limit` rows if given)."""
     from datasets import Dataset
 
-    if name not in DATASET_SCHEMAS:
-        raise KeyError(f"Unknown course dataset {name!r}; known: {', '.join(DATASET_SCHEMAS)}")
-    rows = validate_jsonl(datasets_dir() / name / f"{split}.jsonl", DATASET_SCHEMAS[name])
+    schemas = _registered_schemas()
+    if name not in schemas:
+        raise KeyError(f"Unknown course dataset {name!r}; known: {', '.join(schemas)}")
+    rows = validate_jsonl(datasets_dir() / name / f"{split}.jsonl", schemas[name])
     return Dataset.from_list(rows[:limit] if limit is not None else rows)
-
-
-def extraction_messages(row: dict[str, Any], with_answer: bool = False) -> list[dict[str, str]]:
-    """Chat messages for one person_extraction row; the same template for training and evaluation.
-
-    The instruction goes in the system turn: it replaces the chat template's default system prompt,
-    which keeps examples short (~70 tokens), and that is most of what a CPU training step costs."""
-    messages = [{"role": "system", "content": row["instruction"]}, {"role": "user", "content": row["input"]}]
-    if with_answer:
-        messages.append({"role": "assistant", "content": row["output"]})
-    return messages
-
-
-def to_prompt_completion(row: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
-    """TRL's conversational prompt-completion format: loss on the completion (answer + EOS) only."""
-    messages = extraction_messages(row, with_answer=True)
-    return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
 def loss_token_table(input_ids, labels, tokenizer) -> list[tuple[str, bool]]:
@@ -149,7 +119,7 @@ def loss_token_table(input_ids, labels, tokenizer) -> list[tuple[str, bool]]:
     table = []
     for token_id, label in zip(list(input_ids), list(labels)):
         token_id, label = int(token_id), int(label)
-        if token_id == tokenizer.pad_token_id and label == LOSS_IGNORE_INDEX:
+        if token_id == tokenizer.pad_token_id and label == IGNORE_INDEX:
             continue
-        table.append((tokenizer.decode([token_id]), label != LOSS_IGNORE_INDEX))
+        table.append((tokenizer.decode([token_id]), label != IGNORE_INDEX))
     return table

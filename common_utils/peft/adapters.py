@@ -144,7 +144,7 @@ class AdapterWeights:
 
 def save_adapters(path: str | Path, model, tokenizer=None) -> Path:
     """Write adapter_config.json + adapter weights (and the tokenizer) atomically to `path`."""
-    from .artifacts import save_pretrained_atomic
+    from common_utils.core.artifacts import save_pretrained_atomic
 
     return save_pretrained_atomic(path, AdapterWeights(model), *([tokenizer] if tokenizer is not None else []))
 

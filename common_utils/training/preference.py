@@ -1,12 +1,7 @@
-"""Preference alignment (DPO, ORPO) on the course's `preference_format` dataset, measured by a rule.
-
-The judge is a rule, not a model: each prompt's system turn asks for one format (a JSON object, at
-most five words, or a reply that begins with 'Answer:'), and `judge` checks exactly that. So "did
-alignment work?" is a number a checkpoint cell can assert, not an impression of sample outputs.
-
-Also here: a from-scratch DPO loss (to check against TRL's), sequence log-probabilities of
-completions, TRL configs with course defaults, and the SFT -> DPO recipe that later stages call to
-rebuild a missing artifact.
+"""Preference training (DPO, ORPO) with TRL: step budgets, sequence log-probabilities, configs and
+trainers with course defaults, and the SFT -> DPO / ORPO recipes later stages call to rebuild a
+missing adapter. The task (data + rule-based judge) is common_utils.tasks.preference; the losses
+themselves are written in the Lab-1.7/1.8 notebooks (exported to common_utils.reference).
 """
 
 from __future__ import annotations
@@ -16,134 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PREFERENCE_DATASET = "preference_format"
-KINDS = ("json", "brief", "prefix")
-MAX_BRIEF_WORDS = 5
-REQUIRED_PREFIX = "Answer:"
 # DPO's beta (KL strength). 0.1 is the DPO paper's default; the smoke calibration is in the lab README.
 DPO_BETA = 0.1
 # ORPO's lambda (weight of the odds-ratio term; TRL calls it beta). 0.1 as in the ORPO paper's examples.
 ORPO_BETA = 0.1
-# The SFT warm-up's share of the step budget in the SFT -> DPO route (DPO gets the rest).
-SFT_SHARE = 1 / 3
-
-
-def stage_steps(stage: str, profile) -> int:
-    """Optimizer steps of one alignment stage; every route spends the profile's `train_steps` in total.
-
-    SFT -> DPO: the SFT warm-up gets a third and DPO the rest; ORPO (one stage) gets all of it. So the
-    two routes cost the same number of optimizer steps. A short warm-up also leaves DPO room to improve:
-    on this format task a full-budget SFT alone already passes the judge on nearly every prompt (measured
-    in the Lab-1.7 README)."""
-    sft = max(1, round(profile.train_steps * SFT_SHARE))
-    budget = {"sft": sft, "dpo": max(1, profile.train_steps - sft), "orpo": profile.train_steps}
-    if stage not in budget:
-        raise ValueError(f"stage must be one of {', '.join(budget)}, got {stage!r}")
-    return budget[stage]
 
 
 # ----------------------------------------------------------------------------------------------
-# The rule-based judge
-# ----------------------------------------------------------------------------------------------
-def judge(kind: str, reply: str) -> bool:
-    """True when `reply` follows the format its prompt asked for.
-
-    json:   the whole reply is one JSON object with exactly the key "answer" (no prose, no code fence)
-    brief:  1 to MAX_BRIEF_WORDS words
-    prefix: the reply begins with 'Answer:' followed by something
-    """
-    text = reply.strip()
-    if kind == "json":
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            return False
-        return isinstance(value, dict) and set(value) == {"answer"}
-    if kind == "brief":
-        return 1 <= len(text.split()) <= MAX_BRIEF_WORDS
-    if kind == "prefix":
-        return text.startswith(REQUIRED_PREFIX) and bool(text[len(REQUIRED_PREFIX):].strip())
-    raise ValueError(f"unknown preference kind {kind!r}; expected one of {', '.join(KINDS)}")
-
-
-def judge_scores(kinds: list[str], replies: list[str]) -> dict[str, Any]:
-    """Pass rate overall and per kind, plus the per-prompt verdicts (for win rates and error analysis)."""
-    if len(kinds) != len(replies) or not replies:
-        raise ValueError(f"need equal, non-empty lists; got {len(kinds)} kinds and {len(replies)} replies")
-    passed = [judge(kind, reply) for kind, reply in zip(kinds, replies)]
-    scores: dict[str, Any] = {"n": len(passed), "judge_score": sum(passed) / len(passed)}
-    for kind in KINDS:
-        verdicts = [p for k, p in zip(kinds, passed) if k == kind]
-        if verdicts:
-            scores[f"judge_{kind}"] = sum(verdicts) / len(verdicts)
-    scores["passed"] = passed
-    return scores
-
-
-def win_rate(passed_a: list[bool], passed_b: list[bool]) -> dict[str, float]:
-    """Pairwise comparison of two models on the same prompts, as the judge sees them.
-
-    A wins a prompt when its reply passes and B's fails; both pass or both fail is a tie.
-    win_rate = (wins + ties / 2) / n, so 0.5 means "no better than B"."""
-    if len(passed_a) != len(passed_b) or not passed_a:
-        raise ValueError(f"need equal, non-empty lists; got {len(passed_a)} and {len(passed_b)}")
-    wins = sum(a and not b for a, b in zip(passed_a, passed_b))
-    losses = sum(b and not a for a, b in zip(passed_a, passed_b))
-    ties = len(passed_a) - wins - losses
-    return {"wins": wins, "losses": losses, "ties": ties, "win_rate": (wins + ties / 2) / len(passed_a)}
-
-
-# ----------------------------------------------------------------------------------------------
-# Data in TRL's formats
-# ----------------------------------------------------------------------------------------------
-def preference_messages(row: dict[str, Any]) -> list[dict[str, str]]:
-    """The prompt of one preference row as chat messages: the format rule in the system turn."""
-    return [{"role": "system", "content": row["system"]}, {"role": "user", "content": row["prompt"]}]
-
-
-def preference_pairs(split: str = "train", limit: int | None = None):
-    """TRL's conversational preference format: prompt (messages), chosen and rejected (assistant turns).
-    DPOTrainer and ORPOTrainer read it as is."""
-    from .data import load_course_dataset
-
-    dataset = load_course_dataset(PREFERENCE_DATASET, split, limit=limit)
-
-    def to_pair(row: dict[str, Any]) -> dict[str, Any]:
-        return {"prompt": preference_messages(row),
-                "chosen": [{"role": "assistant", "content": row["chosen"]}],
-                "rejected": [{"role": "assistant", "content": row["rejected"]}]}
-
-    return dataset.map(to_pair, remove_columns=dataset.column_names)
-
-
-def chosen_sft_set(split: str = "train", limit: int | None = None):
-    """The SFT baseline's data: the same prompts with only the chosen reply (prompt-completion format)."""
-    from .data import load_course_dataset
-
-    dataset = load_course_dataset(PREFERENCE_DATASET, split, limit=limit)
-
-    def to_completion(row: dict[str, Any]) -> dict[str, Any]:
-        return {"prompt": preference_messages(row), "completion": [{"role": "assistant", "content": row["chosen"]}]}
-
-    return dataset.map(to_completion, remove_columns=dataset.column_names)
-
-
-# ----------------------------------------------------------------------------------------------
-# DPO from scratch (to check TRL's) and sequence log-probabilities
-# ----------------------------------------------------------------------------------------------
-def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta: float):
-    """The DPO loss of Rafailov et al. (2023), written out: returns (mean loss, chosen rewards, rejected rewards).
-
-    Implicit reward r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)); the loss is
-    -log sigmoid(r(x, y_chosen) - r(x, y_rejected)), averaged over pairs."""
-    import torch.nn.functional as F
-
-    chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)
-    rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
-    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
-    return loss, chosen_rewards.detach(), rejected_rewards.detach()
-
-
+# Sequence log-probabilities (the DPO/ORPO losses themselves are taught in Lab-1.7/03 and Lab-1.8/01)
 def completion_logps(model, input_ids, attention_mask, completion_mask):
     """Sum of log pi(token | prefix) over the completion tokens of each row: log pi(y | x).
 
@@ -208,25 +83,6 @@ def orpo_batch_terms(model, batch):
     return chosen_nll, means[0], means[1]
 
 
-def log1mexp(x):
-    """log(1 - exp(x)) for x < 0, stable at both ends (Maechler 2012: switch at -log 2)."""
-    import torch
-
-    return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
-
-
-def orpo_loss(chosen_nll, chosen_mean_logps, rejected_mean_logps, lam: float):
-    """The ORPO loss of Hong et al. (2024), written out: returns (loss, mean log odds ratio).
-
-    odds(y|x) = P / (1 - P) with P = exp(mean token log-prob of y). The loss is the SFT loss on the chosen
-    reply plus lam * -log sigmoid(log odds(y_chosen) - log odds(y_rejected)): no reference model at all."""
-    import torch.nn.functional as F
-
-    log_odds = (chosen_mean_logps - rejected_mean_logps) - (
-        log1mexp(chosen_mean_logps) - log1mexp(rejected_mean_logps))
-    return chosen_nll - lam * F.logsigmoid(log_odds).mean(), log_odds.mean().detach()
-
-
 def kl_to_reference(policy_logps, reference_logps) -> float:
     """Monte-Carlo estimate of KL(policy || reference) per reply: mean of log pi - log pi_ref over
     replies the policy generated itself. With greedy replies it is a proxy, not an unbiased estimate."""
@@ -238,17 +94,17 @@ def kl_to_reference(policy_logps, reference_logps) -> float:
 # ----------------------------------------------------------------------------------------------
 def _trl_defaults(profile, output_dir: str | Path, beta: float, overrides: dict[str, Any]) -> dict[str, Any]:
     """The course's TRL defaults (common_utils.train) with this method's beta; no mid-run checkpoints."""
-    from .train import course_trl_defaults
+    from common_utils.training.sft import course_trl_defaults
 
     return course_trl_defaults(profile, output_dir, **{"save_strategy": "no", "beta": beta, **overrides})
 
 
 def course_dpo_config(profile, output_dir: str | Path, **overrides: Any):
     """DPOConfig with sizes from the profile (batch, lr, max_length), DPO's share of the step budget
-    (stage_steps) and beta = DPO_BETA."""
+    (the lab's dpo_steps) and beta = DPO_BETA."""
     from trl import DPOConfig
 
-    overrides = {"max_steps": stage_steps("dpo", profile), **overrides}
+    overrides = {"max_steps": profile.dpo_steps, **overrides}
     return DPOConfig(**_trl_defaults(profile, output_dir, DPO_BETA, overrides))
 
 
@@ -303,7 +159,7 @@ def load_sft_policy(profile, sft_adapter: str | Path):
     DPO starts from this model and uses it (adapter disabled) as its reference, as in the DPO paper."""
     from peft import PeftModel
 
-    from .models import load_causal_lm
+    from common_utils.core.models import load_causal_lm
 
     base, tokenizer = load_causal_lm(profile.model)
     merged = PeftModel.from_pretrained(base, str(sft_adapter)).merge_and_unload()
@@ -312,19 +168,19 @@ def load_sft_policy(profile, sft_adapter: str | Path):
 
 
 def train_sft_baseline(profile, run_dir: str | Path) -> AlignRun:
-    """SFT on the chosen replies with LoRA for stage_steps("sft") steps; the adapter goes to `run_dir/adapter`."""
-    from .artifacts import save_pretrained_atomic
-    from .models import load_causal_lm
-    from .monitor import Timer, track_peak_memory
-    from .peft_methods import apply_peft
-    from .runtime import seed_everything
-    from .train import course_sft_config, make_sft_trainer, run_sft
+    """SFT on the chosen replies with LoRA for the lab's sft_steps steps; the adapter goes to `run_dir/adapter`."""
+    from common_utils.core.artifacts import save_pretrained_atomic
+    from common_utils.core.models import load_causal_lm
+    from common_utils.core.monitor import Timer, track_peak_memory
+    from common_utils.peft.methods import apply_peft
+    from common_utils.core.runtime import seed_everything
+    from common_utils.training.sft import course_sft_config, make_sft_trainer, run_sft
 
     run_dir = Path(run_dir)
     seed_everything(profile.seed)
     model, tokenizer = load_causal_lm(profile.model)
     model = apply_peft(model, "lora", profile)
-    config = course_sft_config(profile, run_dir / "checkpoints", max_steps=stage_steps("sft", profile))
+    config = course_sft_config(profile, run_dir / "checkpoints", max_steps=profile.sft_steps)
     trainer = make_sft_trainer(model, tokenizer, chosen_sft_set(), config)
     with track_peak_memory() as peak, Timer() as timer:
         run_sft(trainer)
@@ -337,11 +193,11 @@ def train_preference(method: str, profile, run_dir: str | Path, start_adapter: s
     """DPO or ORPO with a fresh LoRA; the adapter goes to `run_dir/adapter`.
 
     start_adapter: an SFT adapter to merge first (DPO's usual start and reference); None = the base model."""
-    from .artifacts import save_pretrained_atomic
-    from .models import load_causal_lm
-    from .monitor import Timer, track_peak_memory
-    from .peft_methods import make_peft_config
-    from .runtime import seed_everything
+    from common_utils.core.artifacts import save_pretrained_atomic
+    from common_utils.core.models import load_causal_lm
+    from common_utils.core.monitor import Timer, track_peak_memory
+    from common_utils.peft.methods import make_peft_config
+    from common_utils.core.runtime import seed_everything
 
     if method not in ("dpo", "orpo"):
         raise ValueError(f"method must be 'dpo' or 'orpo', got {method!r}")
@@ -380,10 +236,10 @@ def preference_step_cost(method: str, profile, steps: int = 2, reference_copy: b
 
     from transformers import TrainerCallback
 
-    from .models import load_causal_lm
-    from .monitor import track_peak_memory
-    from .peft_methods import make_peft_config
-    from .runtime import seed_everything
+    from common_utils.core.models import load_causal_lm
+    from common_utils.core.monitor import track_peak_memory
+    from common_utils.peft.methods import make_peft_config
+    from common_utils.core.runtime import seed_everything
 
     if method not in ("dpo", "orpo") or (reference_copy and method != "dpo"):
         raise ValueError(f"expected method 'dpo' (optionally with reference_copy) or 'orpo', got {method!r}"

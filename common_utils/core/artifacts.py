@@ -1,13 +1,15 @@
-"""Writing artifacts so that an interrupted save never leaves a half-written folder behind."""
+"""Artifacts: write them so an interrupted save never leaves a half-written folder behind, and
+reuse them across stages with one mechanism, `ensure`."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -40,3 +42,19 @@ def save_pretrained_atomic(path: str | Path, *objects) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def ensure(artifact: str | Path, build: Callable[[], Any], *, made_by: str) -> Path:
+    """Stage independence in one place: reuse `artifact` when an earlier stage wrote it; otherwise say
+    so and call `build`, the same recipe that stage ran, so every notebook also runs on its own.
+
+    `artifact` is the file whose presence proves the build finished (write it last, atomically)."""
+    artifact = Path(artifact)
+    if artifact.exists():
+        print(f"reusing {artifact} (made by {made_by})")
+        return artifact
+    print(f"{artifact} not found: rebuilding it with the same recipe ({made_by}) ...")
+    build()
+    if not artifact.exists():
+        raise FileNotFoundError(f"the rebuild ({made_by}) finished but did not write {artifact}")
+    return artifact

@@ -20,7 +20,7 @@ RUN_FINGERPRINT = "course_run.json"
 def course_trl_defaults(profile, output_dir: str | Path, **overrides: Any) -> dict[str, Any]:
     """The course's keyword arguments for any TRL config (SFTConfig, DPOConfig, ORPOConfig): sizes from
     the profile, precision from the device, checkpoints a few times per run; overrides win."""
-    from .runtime import bf16_supported, get_device
+    from common_utils.core.runtime import bf16_supported, get_device
 
     device = get_device()
     steps = overrides.get("max_steps", profile.train_steps)
@@ -58,7 +58,7 @@ def _fingerprint(config, peft_config, n_examples: int, model) -> str:
 
     Stable across processes: peft stores target modules as a set, whose order changes between
     interpreter runs, so sets are sorted before hashing."""
-    from .peft_methods import is_quantized
+    from common_utils.peft.methods import is_quantized
 
     keys = ["max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
             "max_length", "seed", "lr_scheduler_type"]
@@ -140,7 +140,8 @@ def train_sft(model, tokenizer, train_dataset, config, resume: bool = True):
 
 def extraction_train_set(limit: int | None = None):
     """The course extraction task's train split in TRL's prompt-completion format."""
-    from .data import load_course_dataset, to_prompt_completion
+    from common_utils.data import load_course_dataset
+    from common_utils.tasks.extraction import to_prompt_completion
 
     dataset = load_course_dataset("person_extraction", "train", limit=limit)
     return dataset.map(to_prompt_completion, remove_columns=dataset.column_names)
@@ -165,12 +166,12 @@ def finetune_extraction(method: str, profile, output_dir: str | Path, quantizati
 
     Later stages call it to rebuild a missing adapter, so every stage runs on its own. The learning
     rate defaults to the method's (default_learning_rate): soft prompts need far more than LoRA."""
-    from .adapters import has_adapters, save_adapters
-    from .artifacts import save_pretrained_atomic
-    from .models import load_causal_lm
-    from .monitor import Timer, track_peak_memory
-    from .peft_methods import apply_peft, default_learning_rate
-    from .runtime import seed_everything
+    from common_utils.peft.adapters import has_adapters, save_adapters
+    from common_utils.core.artifacts import save_pretrained_atomic
+    from common_utils.core.models import load_causal_lm
+    from common_utils.core.monitor import Timer, track_peak_memory
+    from common_utils.peft.methods import apply_peft, default_learning_rate
+    from common_utils.core.runtime import seed_everything
 
     output_dir = Path(output_dir)
     seed_everything(profile.seed)

@@ -127,7 +127,7 @@ def _convert_gguf(spec: ModelSpec, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .artifacts import save_pretrained_atomic
+    from common_utils.core.artifacts import save_pretrained_atomic
 
     source_dir = _package_dir(spec.location)
     assert source_dir is not None
@@ -147,7 +147,7 @@ def _convert_gguf(spec: ModelSpec, target: Path) -> None:
 
 def verify_causal_lm(checkpoint: str | Path) -> str:
     """Greedy answer of a checkpoint to a fixed question; raises if it is not the known answer."""
-    from .evaluation import generate_batch
+    from common_utils.core.generation import generate_batch
 
     model, tokenizer = _load_causal_lm_from(checkpoint, dtype=None, device="cpu", quantization=None)
     answer = generate_batch(model, tokenizer, [[{"role": "user", "content": VERIFY_QUESTION}]],
@@ -238,7 +238,7 @@ def load_causal_lm(key: str | None = None, quantization: str | None = None, dtyp
     bitsandbytes >= 0.50, computing in bf16). The key actually loaded (after any fallback) is
     stored on `model.course_model_key`.
     """
-    from .runtime import get_profile
+    from common_utils.core.runtime import get_profile
 
     key = key or get_profile().model
     used_key, target = resolve_model(key)
@@ -253,7 +253,7 @@ def _load_causal_lm_from(target: str | Path, dtype, device, quantization: str | 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .runtime import get_device, pick_dtype
+    from common_utils.core.runtime import get_device, pick_dtype
 
     device = torch.device(device) if device is not None else get_device()
     dtype = dtype or pick_dtype(device)
@@ -275,7 +275,7 @@ def load_encoder(key: str | None = None, num_labels: int | None = None, device=N
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-    from .runtime import get_device, get_profile
+    from common_utils.core.runtime import get_device, get_profile
 
     key = key or get_profile().encoder
     used_key, target = resolve_model(key)

@@ -12,14 +12,24 @@ import string
 from pathlib import Path
 from typing import Any
 
+from common_utils.data import register_dataset, Schema
+
 TOPIC_DATASET = "topic_classification"
+
+
+def _check_classification(row: dict) -> str | None:
+    return None if row["label"] >= 0 else "'label' must be >= 0"
+
+
+register_dataset(TOPIC_DATASET, Schema({"id": str, "text": str, "label": int, "label_text": str},
+                                       _check_classification))
 TOPIC_SPLITS = ("train", "valid", "test")
 
 
 def hf_model_source(key: str) -> str:
     """What to pass to `from_pretrained` for a course registry key: the embedded model's folder, or a
     hub model's local snapshot (falling back, with a message, to the embedded model when offline)."""
-    from .models import resolve_model
+    from common_utils.core.models import resolve_model
 
     return str(resolve_model(key)[1])
 
@@ -27,7 +37,7 @@ def hf_model_source(key: str) -> str:
 def topic_data_files() -> dict[str, str]:
     """The topic dataset's JSONL files by split, for `datasets.load_dataset("json", data_files=...)`.
     Raises with the rebuild command when a split is missing."""
-    from .data import datasets_dir
+    from common_utils.data import datasets_dir
 
     files = {split: datasets_dir() / TOPIC_DATASET / f"{split}.jsonl" for split in TOPIC_SPLITS}
     missing = [str(path) for path in files.values() if not path.exists()]
@@ -88,7 +98,7 @@ def topic_sft_config(profile, output_dir: str | Path):
     only on GPUs that support it (trl's default bf16=True fails on CPU)."""
     from trl import SFTConfig
 
-    from .runtime import bf16_supported
+    from common_utils.core.runtime import bf16_supported
 
     return SFTConfig(output_dir=str(output_dir), max_steps=profile.train_steps,
                      per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
@@ -103,9 +113,9 @@ def train_topic_lora(profile, run_dir: str | Path) -> Path:
     from peft import get_peft_model
     from trl import SFTTrainer
 
-    from .artifacts import save_pretrained_atomic
-    from .models import load_causal_lm
-    from .runtime import seed_everything
+    from common_utils.core.artifacts import save_pretrained_atomic
+    from common_utils.core.models import load_causal_lm
+    from common_utils.core.runtime import seed_everything
 
     seed_everything(profile.seed)
     model, tokenizer = load_causal_lm(profile.model)

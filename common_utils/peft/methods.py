@@ -77,7 +77,7 @@ IA3_TARGETS: dict[str, tuple[str, str]] = {  # model_type -> (target_modules, fe
 def _adapter(model, bottleneck: int = ADAPTER_BOTTLENECK, placement: str = "houlsby", non_linearity: str = "relu",
              task_type: str = "CAUSAL_LM"):
     """Bottleneck adapters after attention and FFN outputs (placement='pfeiffer': FFN only); see adapters.py."""
-    from .adapters import AdapterConfig, add_adapters
+    from common_utils.peft.adapters import AdapterConfig, add_adapters
 
     return add_adapters(model, AdapterConfig(bottleneck, placement, non_linearity, task_type))
 
@@ -272,7 +272,7 @@ def trainable_param_formula(method: str, model, **cfg: Any) -> int:
     if method in ("lora", "qlora"):
         return lora_param_formula(model, cfg.get("r", 8), cfg.get("target_modules")) + _head_params(model, task_type)
     if method == "adapter":
-        from .adapters import adapter_param_formula
+        from common_utils.peft.adapters import adapter_param_formula
 
         return adapter_param_formula(model, cfg.get("bottleneck", ADAPTER_BOTTLENECK), cfg.get("placement", "houlsby"),
                                      task_type)

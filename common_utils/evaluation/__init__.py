@@ -1,0 +1,28 @@
+"""Evaluation metrics that do not belong to one task (chapter 04 fills this room: harness, statistics).
+
+Today: perplexity over plain texts, the measure compression and distillation labs report.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def perplexity(model, tokenizer, texts: list[str], max_length: int = 256, batch_size: int = 8) -> float:
+    """exp(mean negative log-likelihood per predicted token) over `texts`, padding excluded."""
+    import torch
+
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
+                          max_length=max_length).to(model.device)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        with torch.inference_mode():
+            logits = model(**batch).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                                ignore_index=-100, reduction="sum")
+        total_nll += nll.item()
+        total_tokens += int((targets != -100).sum())
+    return math.exp(total_nll / total_tokens)

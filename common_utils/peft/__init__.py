@@ -1,0 +1,1 @@
+"""PEFT: one factory for the course's eight methods (methods) and the bottleneck adapters peft lacks (adapters)."""

@@ -1,0 +1,9 @@
+"""Training: thin wrappers over transformers/TRL with course defaults, and the arithmetic of memory.
+
+    sft          SFTTrainer recipes, resumable runs, loss history
+    preference   DPO/ORPO trainers and recipes (the losses are taught in Lab-1.7/1.8)
+    classify     encoder sequence classification for the NLU PEFT labs
+    distributed  what torchrun-launched scripts share (process groups, checkpoints, data blocks)
+    deepspeed    ZeRO plans, the one DeepSpeed config builder, per-rank measured bytes, accelerate
+    memory       the one bytes-per-parameter table, activation meters, training-memory estimates
+"""
