@@ -59,12 +59,12 @@ def provision_command(force: bool) -> int:
 def validate_data_command(paths: list[str]) -> int:
     from pathlib import Path
 
-    from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
+    from common_utils.data import dataset_schemas, DatasetFormatError, datasets_dir, validate_jsonl
 
     files = [Path(p) for p in paths] or sorted(datasets_dir().glob("*/*.jsonl"))
     failed = False
     for path in files:
-        schema = DATASET_SCHEMAS.get(path.parent.name)
+        schema = dataset_schemas().get(path.parent.name)
         if schema is None:
             print(f"{path}: no schema for dataset folder {path.parent.name!r}")
             failed = True

@@ -257,7 +257,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="fail if committed files differ from a rebuild")
     args = parser.parse_args()
 
-    from common_utils.data import DATASET_SCHEMAS, validate_jsonl
+    from common_utils.data import dataset_schemas, validate_jsonl
 
     files = build_all()
     stale = []
@@ -274,7 +274,7 @@ def main() -> int:
         print("Stale dataset files (run `python datasets/build_datasets.py`):", *stale, sep="\n  ")
         return 1
     for path in files:
-        rows = validate_jsonl(path, DATASET_SCHEMAS[path.parent.name])
+        rows = validate_jsonl(path, dataset_schemas()[path.parent.name])
         print(f"{path.relative_to(HERE.parent)}: {len(rows)} rows OK")
     return 0
 

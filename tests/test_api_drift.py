@@ -74,7 +74,7 @@ def _calls_in(source: str, where: str) -> list[ConfigCall]:
 
 def _collect_calls() -> list[ConfigCall]:
     calls = []
-    for path in sorted((ROOT / "common_utils").glob("*.py")):
+    for path in sorted((ROOT / "common_utils").rglob("*.py")):
         calls += _calls_in(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
     for path in _find_notebooks():
         notebook = nbformat.read(path, as_version=nbformat.NO_CONVERT)

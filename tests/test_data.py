@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from common_utils import extraction_messages, load_course_dataset, loss_token_table
-from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, IGNORE_INDEX, validate_jsonl
+from common_utils.data import dataset_schemas, DatasetFormatError, datasets_dir, IGNORE_INDEX, validate_jsonl
 from common_utils.tasks.extraction import to_prompt_completion
 
-EXTRACTION = DATASET_SCHEMAS["person_extraction"]
+EXTRACTION = dataset_schemas()["person_extraction"]
 GOOD_ROW = {
     "id": "t-0001",
     "instruction": "Extract the person's name, age and city from the text. Reply with JSON only.",
@@ -31,7 +31,7 @@ def _jsonl(path: Path, lines: list[str]) -> Path:
 
 
 def _rows(name: str, split: str) -> list[dict]:
-    return validate_jsonl(datasets_dir() / name / f"{split}.jsonl", DATASET_SCHEMAS[name])
+    return validate_jsonl(datasets_dir() / name / f"{split}.jsonl", dataset_schemas()[name])
 
 
 def test_validate_jsonl_accepts_good_rows(tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_validate_jsonl_missing_file_says_how_to_rebuild(tmp_path: Path) -> None
 def test_load_course_dataset_sizes(name: str, split: str, size: int) -> None:
     dataset = load_course_dataset(name, split)
     assert len(dataset) == size
-    assert set(dataset.column_names) == set(DATASET_SCHEMAS[name].fields)
+    assert set(dataset.column_names) == set(dataset_schemas()[name].fields)
 
 
 def test_load_course_dataset_limit_and_unknown_name() -> None:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from common_utils.core.models import MODEL_REGISTRY
-from common_utils import get_device, get_profile, pick_dtype, seed_everything, set_threads
+from common_utils import get_device, get_profile, lab_sizes, pick_dtype, seed_everything, set_threads
 from common_utils.core.runtime import describe_runtime, Profile, PROFILE_ENV, PROFILES
 
 ON_ACCELERATOR = torch.cuda.is_available() or torch.backends.mps.is_available()
@@ -48,11 +50,43 @@ def test_with_overrides_returns_a_changed_copy(profile: Profile) -> None:
     changed = profile.with_overrides(train_steps=3, batch_size=1)
     assert (changed.train_steps, changed.batch_size) == (3, 1)
     assert changed.learning_rate == profile.learning_rate
-    assert profile.train_steps == PROFILES["smoke"].train_steps, "the original profile is untouched"
-    with pytest.raises(TypeError):
-        profile.with_overrides(no_such_field=1)
+    assert profile.train_steps == 12, "the original sizes are untouched"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        profile.train_steps = 1  # type: ignore[misc]
+        profile.values = {}  # type: ignore[misc]
+
+
+def test_lab_sizes_read_the_active_profile_block(tmp_path: Path) -> None:
+    lab = tmp_path / "Lab-9.9-Test"
+    (lab / "sub").mkdir(parents=True)
+    (lab / "lab.yaml").write_text("sizes:\n  smoke: {steps: 3, encoder: other}\n  full: {steps: 300}\n")
+    smoke = lab_sizes(lab / "lab.yaml", "smoke")
+    assert smoke.steps == 3 and smoke.encoder == "other" and smoke.profile == "smoke"
+    assert lab_sizes(lab, "full").steps == 300
+    assert "steps=3" in str(smoke) and "Lab-9.9-Test/lab.yaml" in str(smoke)
+    with pytest.raises(AttributeError, match="declared: steps"):
+        _ = smoke.batch_size
+
+
+def test_lab_sizes_are_found_from_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = tmp_path / "Lab-9.9-Test"
+    (lab / "stage").mkdir(parents=True)
+    (lab / "lab.yaml").write_text("sizes:\n  smoke: {steps: 3}\n  full: {steps: 300}\n")
+    monkeypatch.chdir(lab / "stage")
+    assert lab_sizes(profile="smoke").steps == 3
+
+
+def test_lab_sizes_name_a_missing_profile_block(tmp_path: Path) -> None:
+    (tmp_path / "lab.yaml").write_text("sizes:\n  smoke: {steps: 3}\n")
+    with pytest.raises(KeyError, match="full"):
+        lab_sizes(tmp_path, "full")
+
+
+def test_every_lab_declares_sizes_for_both_profiles(repo_root: Path) -> None:
+    for lab_file in sorted(repo_root.glob("[0-9][0-9]-*/**/lab.yaml")):
+        sizes = yaml.safe_load(lab_file.read_text()).get("sizes")
+        if sizes:
+            assert set(sizes) == set(PROFILES), f"{lab_file}: sizes for {sorted(sizes)}, expected {sorted(PROFILES)}"
+            assert set(sizes["smoke"]) == set(sizes["full"]), f"{lab_file}: smoke and full declare different keys"
 
 
 @pytest.mark.skipif(ON_ACCELERATOR, reason="checks the CPU-only path")

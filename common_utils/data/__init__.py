@@ -44,8 +44,8 @@ def register_dataset(name: str, schema: Schema) -> Schema:
     return schema
 
 
-def _registered_schemas() -> dict[str, Schema]:
-    """Every course dataset's schema; the task modules register theirs when first imported."""
+def dataset_schemas() -> dict[str, Schema]:
+    """Every course dataset's schema (name -> Schema); the task modules register theirs on import."""
     import importlib
 
     importlib.import_module("common_utils.tasks")
@@ -107,7 +107,7 @@ def load_course_dataset(name: str, split: str, limit: int | None = None):
     """A validated course dataset split as a `datasets.Dataset` (first `limit` rows if given)."""
     from datasets import Dataset
 
-    schemas = _registered_schemas()
+    schemas = dataset_schemas()
     if name not in schemas:
         raise KeyError(f"Unknown course dataset {name!r}; known: {', '.join(schemas)}")
     rows = validate_jsonl(datasets_dir() / name / f"{split}.jsonl", schemas[name])
