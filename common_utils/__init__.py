@@ -24,6 +24,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from common_utils.core.noise import silence_known_noise
+
+silence_known_noise()
+
 __version__ = "0.2.0"
 
 _FACADE = {

@@ -58,15 +58,16 @@ def code_cells(notebook: Path) -> list[str]:
 
 def export_code(notebook: Path) -> str:
     """The notebook's code cells as one .py text, each cell under a `# %% cell N` marker."""
-    parts = [f"{CELL_MARKER.format(index=index)}\n{source.rstrip()}\n" for index, source in enumerate(code_cells(notebook))]
-    return "\n".join(parts)
+    cells = enumerate(code_cells(notebook))
+    return "\n".join(f"{CELL_MARKER.format(index=index)}\n{source.rstrip()}\n" for index, source in cells)
 
 
 def export_all(notebooks: list[Path], folder: Path) -> list[Path]:
     """Write each notebook's exported code below `folder`, mirroring its path; returns the files written."""
     written = []
     for notebook in notebooks:
-        target = folder / _rel(notebook).with_suffix(".py")
+        relative = _rel(notebook)  # a notebook outside the repository keeps its whole path, below `folder`
+        target = folder / Path(*relative.parts[1:] if relative.is_absolute() else relative.parts).with_suffix(".py")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(export_code(notebook), encoding="utf-8")
         written.append(target)

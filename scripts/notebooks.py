@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -254,8 +255,8 @@ def _cuda_model() -> str | None:
 def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notebooks.py run", description="Run notebooks headless with nbmake.")
     parser.add_argument("paths", nargs="*", help="notebooks or folders (default: every chapter)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help=f"parallel pytest processes, whole labs each (default: ${WORKERS_ENV}, else {DEFAULT_WORKERS})")
+    parser.add_argument("--workers", type=int, default=None, help="parallel pytest processes, whole labs "
+                        f"each (default: ${WORKERS_ENV}, else {DEFAULT_WORKERS})")
     parser.add_argument("--profile", choices=PROFILES, help="set COURSE_PROFILE for the notebooks")
     parser.add_argument("--max-gpu-gib", type=float, default=None,
                         help="fail when a notebook's peak reserved CUDA memory exceeds this many GiB")
@@ -315,7 +316,8 @@ def _execute(plan: Plan, folder: Path, profile: str | None, timeout: int) -> int
         if len(plan.groups) > 1:
             threads = str(threads_per_worker(len(plan.groups)))
             env.update(OMP_NUM_THREADS=threads, COURSE_NUM_THREADS=threads)
-        codes = [p.wait() for p in [_pytest(group, part, env, timeout) for group, part in zip(plan.groups, parts)]]
+        processes = [_pytest(group, part, env, timeout) for group, part in zip(plan.groups, parts)]
+        codes = _wait_all(processes)
     written = [part for part in parts if part.exists()]
     if len(parts) > 1 and written:
         _merge_reports(written, junit)
@@ -323,6 +325,38 @@ def _execute(plan: Plan, folder: Path, profile: str | None, timeout: int) -> int
         print(f"{len(parts) - len(written)} worker(s) wrote no junit report (crashed?).", file=sys.stderr)
         codes.append(1)
     return 1 if 5 in codes else max(codes)
+
+
+def _wait_all(processes: list[subprocess.Popen], grace_s: float = 30.0) -> list[int]:
+    """Exit codes of all processes; on SIGTERM, stop them and wait for them before exiting ourselves.
+
+    A caller that kills this runner (a CI step timeout, `timeout` in scripts/gpu_check.sh) must not
+    find pytest still running afterwards, writing its junit report over whatever the caller wrote.
+    Only the first SIGTERM counts and the handler stays until the children are gone: GNU timeout
+    signals its child and then the child's group, and a second SIGTERM meeting the default handler
+    would kill the runner in the middle of the clean-up.
+    """
+    received: list[int] = []
+
+    def terminated(signum: int, _frame: object) -> None:
+        if not received:
+            received.append(signum)
+            raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        return [process.wait() for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- reporting -----------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def test_write_metrics_merges_sections_atomically(tmp_path: Path) -> None:
     assert read_metrics(path) == {}
     write_metrics(path, "lora", {"exact_match": 0.9})
     write_metrics(path, "qlora", {"exact_match": 0.8})
-    merged = write_metrics(path, "lora", {"exact_match": 0.95})
+    assert write_metrics(path, "lora", {"exact_match": 0.95}) is None, "a cell ending in it must print nothing"
+    merged = read_metrics(path)
     expected = {"lora": {"exact_match": 0.95}, "qlora": {"exact_match": 0.8}}
     assert merged == expected
     assert read_metrics(path) == expected == json.loads(path.read_text(encoding="utf-8"))

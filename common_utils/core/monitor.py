@@ -112,14 +112,16 @@ def dir_size_mb(path: str | Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / MB
 
 
-def write_metrics(path: str | Path, section: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Merge `values` under `section` into a JSON metrics file, written atomically."""
+def write_metrics(path: str | Path, section: str, values: dict[str, Any]) -> None:
+    """Merge `values` under `section` into a JSON metrics file, written atomically.
+
+    Returns nothing on purpose: a notebook cell ending in this call shows no growing metrics dict;
+    read the file back with `read_metrics` when a cell needs it."""
     path = Path(path)
     data = read_metrics(path)
     data[section] = values
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float), encoding="utf-8")
-    return data
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
