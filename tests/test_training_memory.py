@@ -66,9 +66,10 @@ def test_split_batch_trims_padding_and_rejects_bad_sizes() -> None:
 
 
 def test_estimator_reproduces_the_zero_paper_rule_of_thumb() -> None:
-    # ZeRO (Rajbhandari et al., 2020): mixed-precision Adam, 16 bytes/param; GPT-2 1.5B -> 24 GB.
+    # ZeRO (Rajbhandari et al., 2020): mixed-precision Adam, 16 bytes/param; GPT-2 1.5B -> 24 GB (decimal).
     estimate = estimate_training_memory(1_500_000_000, precision="mixed")
     assert estimate.total == pytest.approx(24e9)
+    assert estimate.as_gib()["total"] == pytest.approx(24e9 / 2**30)  # the course prints GiB: 22.35
     fp32 = estimate_training_memory(1000)
     assert (fp32.weights, fp32.gradients, fp32.optimizer, fp32.master_weights) == (4000, 4000, 8000, 0)
 

@@ -6,4 +6,5 @@
     distributed  what torchrun-launched scripts share (process groups, checkpoints, data blocks)
     deepspeed    ZeRO plans, the one DeepSpeed config builder, per-rank measured bytes, accelerate
     memory       the one bytes-per-parameter table, activation meters, training-memory estimates
+    tiny_lm      the tiny character LM Lab-1.6 measures MQA/GQA on (its attention is taught: reference.gqa)
 """
