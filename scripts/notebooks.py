@@ -135,14 +135,49 @@ def lab_folder(notebook: Path) -> Path:
     return notebook.parent
 
 
-def partition(notebooks: list[Path], workers: int) -> list[list[Path]]:
-    """Whole labs spread over `workers` lists, largest first onto the lightest list; order kept within a lab."""
+# The committed timing table of the last full run: how long each notebook took, to balance workers.
+TIMINGS_DOC = ROOT / "docs" / "notebook_timings.md"
+# Seconds assumed for a notebook the table does not list yet (a new lab): the course's per-notebook budget.
+UNKNOWN_NOTEBOOK_S = 60.0
+
+
+def recorded_seconds(table: Path = TIMINGS_DOC) -> dict[str, float]:
+    """Notebook path (relative to the repository) -> seconds, from the rendered timing table."""
+    if not table.exists():
+        return {}
+    seconds = {}
+    for line in table.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[-1].endswith(".ipynb"):
+            try:
+                seconds[cells[-1]] = float(cells[0].split()[0])
+            except ValueError:
+                continue
+    return seconds
+
+
+def partition(notebooks: list[Path], workers: int, seconds: dict[str, float] | None = None) -> list[list[Path]]:
+    """Whole labs spread over `workers` lists, longest lab first onto the least loaded list (greedy
+    longest-processing-time), by the recorded seconds of each notebook (a notebook without a record
+    counts UNKNOWN_NOTEBOOK_S); order kept within a lab, since later stages reuse earlier artifacts."""
+    seconds = recorded_seconds() if seconds is None else seconds
+
+    def cost(notebook: Path) -> float:
+        try:
+            key = notebook.resolve().relative_to(ROOT).as_posix()
+        except ValueError:
+            key = notebook.as_posix()
+        return seconds.get(key, UNKNOWN_NOTEBOOK_S)
+
     labs: dict[Path, list[Path]] = {}
     for notebook in notebooks:
         labs.setdefault(lab_folder(notebook), []).append(notebook)
     bins: list[list[Path]] = [[] for _ in range(max(1, min(workers, len(labs))))]
-    for group in sorted(labs.values(), key=len, reverse=True):
-        min(bins, key=len).extend(group)
+    loads = [0.0] * len(bins)
+    for group in sorted(labs.values(), key=lambda g: sum(map(cost, g)), reverse=True):
+        lightest = loads.index(min(loads))
+        bins[lightest].extend(group)
+        loads[lightest] += sum(map(cost, group))
     return [sorted(b, key=notebooks.index) for b in bins]
 
 

@@ -6,12 +6,42 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from common_utils.reference.preference_losses import dpo_loss, orpo_loss
-from common_utils.tasks.preference import (chosen_sft_set, judge, judge_scores, KINDS, preference_messages, preference_pairs, win_rate)
-from common_utils.training.preference import (completion_logps, course_dpo_config, course_orpo_config, dpo_batch_logps, kl_to_reference,
-                                              make_dpo_trainer, make_orpo_trainer, orpo_batch_terms, reply_logps, stage_steps)
+from common_utils import lab_sizes
+from common_utils.core.runtime import PROFILES, Sizes
 from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
+from common_utils.reference.preference_losses import dpo_loss, log1mexp, orpo_loss
+from common_utils.tasks.preference import (
+    KINDS,
+    chosen_sft_set,
+    judge,
+    judge_scores,
+    preference_messages,
+    preference_pairs,
+    win_rate,
+)
+from common_utils.training.preference import (
+    completion_logps,
+    course_dpo_config,
+    course_orpo_config,
+    dpo_batch_logps,
+    ensure_alignment_adapter,
+    kl_to_reference,
+    make_dpo_trainer,
+    make_orpo_trainer,
+    orpo_batch_terms,
+    reply_logps,
+)
+
+LABS = Path(__file__).resolve().parents[1] / "01-Core_Training_Techniques" / "02-Labs"
+ALIGNMENT_LABS = [LABS / "Lab-1.7-DPO_Alignment", LABS / "Lab-1.8-ORPO_Alignment"]
+
+
+@pytest.fixture(scope="module")
+def sizes() -> Sizes:
+    """Lab-1.7's smoke sizes: Lab-01's recipe plus the alignment step budget (sft/dpo/orpo_steps)."""
+    return lab_sizes(ALIGNMENT_LABS[0], "smoke")
 
 
 @pytest.mark.parametrize("kind, reply, expected", [
@@ -143,7 +173,7 @@ def _tiny_peft_lm(tokenizer):
     return model
 
 
-def test_from_scratch_dpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> None:
+def test_from_scratch_dpo_loss_equals_trl(tiny_lm, sizes, tmp_path: Path) -> None:
     """Our completion_logps + dpo_loss give TRL's DPOTrainer loss on the same batch
     (reference = the same model with its LoRA adapter disabled)."""
     from peft import LoraConfig
@@ -151,7 +181,7 @@ def test_from_scratch_dpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> N
 
     _, tokenizer = tiny_lm
     torch.manual_seed(0)
-    small = profile.with_overrides(batch_size=4, train_steps=1)
+    small = sizes.with_overrides(batch_size=4, dpo_steps=1)
     trainer = make_dpo_trainer(LlamaForCausalLM(_tiny_lm_config(tokenizer)), tokenizer,
                                preference_pairs("valid", limit=4), course_dpo_config(small, tmp_path / "dpo", beta=0.3),
                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
@@ -167,17 +197,15 @@ def test_from_scratch_dpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> N
     assert ours.item() == pytest.approx(trl_loss.item(), abs=1e-4)
 
 
-def test_from_scratch_orpo_loss_equals_trl(tiny_lm, profile, tmp_path: Path) -> None:
+def test_from_scratch_orpo_loss_equals_trl(tiny_lm, sizes, tmp_path: Path) -> None:
     """Our orpo_batch_terms + orpo_loss give TRL's ORPOTrainer loss on the same batch: the NLL over the whole
     chosen sequence (prompt included, as TRL computes it) plus lam * the odds-ratio term on mean log-probs."""
     from peft import LoraConfig
     from transformers import LlamaForCausalLM
 
-    from common_utils.training.preference import course_orpo_config
-
     _, tokenizer = tiny_lm
     torch.manual_seed(0)
-    small = profile.with_overrides(batch_size=4, train_steps=1)
+    small = sizes.with_overrides(batch_size=4, orpo_steps=1)
     trainer = make_orpo_trainer(LlamaForCausalLM(_tiny_lm_config(tokenizer)), tokenizer,
                                 preference_pairs("valid", limit=4), course_orpo_config(small, tmp_path / "orpo", beta=0.3),
                                 LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
@@ -200,6 +228,13 @@ def test_orpo_loss_by_hand() -> None:
     assert loss.item() == pytest.approx(1.0 + 0.1 * math.log1p(math.exp(-log_odds)), rel=1e-5)
 
 
+def test_log1mexp_is_accurate_where_the_naive_form_fails() -> None:
+    x = torch.tensor([-1e-8, -1e-4, -0.69, -0.7, -5.0, -30.0])
+    reference = [math.log(-math.expm1(v)) if v > -0.5 else math.log1p(-math.exp(v)) for v in x.double().tolist()]
+    assert log1mexp(x).tolist() == pytest.approx(reference, rel=1e-5)
+    assert not torch.isfinite(torch.log(1 - torch.exp(x[:1]))).any(), "the naive form must fail at x = -1e-8"
+
+
 def test_reply_logps_matches_completion_logps(tiny_lm) -> None:
     _, tokenizer = tiny_lm
     model = _tiny_peft_lm(tokenizer).eval()
@@ -217,23 +252,62 @@ def test_reply_logps_matches_completion_logps(tiny_lm) -> None:
     assert values[0].item() == pytest.approx(single.item(), abs=1e-4), "right padding must not change log-probs"
 
 
-def test_configs_carry_profile_sizes(profile, tmp_path: Path) -> None:
-    dpo = course_dpo_config(profile, tmp_path / "d")
-    orpo = course_orpo_config(profile, tmp_path / "o", max_steps=3)
+def test_configs_carry_lab_sizes(sizes, profile, tmp_path: Path) -> None:
+    dpo = course_dpo_config(sizes, tmp_path / "d")
+    orpo = course_orpo_config(sizes, tmp_path / "o")
     assert (dpo.max_steps, dpo.per_device_train_batch_size, dpo.learning_rate) == (
-        stage_steps("dpo", profile), profile.batch_size, profile.learning_rate)
-    assert orpo.max_steps == 3 and not orpo.activation_checkpointing
+        sizes.dpo_steps, sizes.batch_size, sizes.learning_rate)
+    assert orpo.max_steps == sizes.orpo_steps and not orpo.activation_checkpointing
+    assert course_orpo_config(sizes, tmp_path / "o", max_steps=3).max_steps == 3
+    # explicit steps need no step budget: Lab-01's sizes declare no dpo_steps / orpo_steps
+    assert course_dpo_config(profile, tmp_path / "d2", max_steps=2).max_steps == 2
+    with pytest.raises(AttributeError, match="dpo_steps"):
+        course_dpo_config(profile, tmp_path / "d3")
 
 
-@pytest.mark.parametrize("steps, expected", [(12, (4, 8, 12)), (120, (40, 80, 120)), (2, (1, 1, 2)), (1, (1, 1, 1))])
-def test_stage_steps_split_one_budget(profile, steps: int, expected: tuple[int, int, int]) -> None:
-    budget = profile.with_overrides(train_steps=steps)
-    assert tuple(stage_steps(s, budget) for s in ("sft", "dpo", "orpo")) == expected
+@pytest.mark.parametrize("lab", ALIGNMENT_LABS, ids=lambda lab: lab.name)
+def test_alignment_labs_split_one_step_budget(lab: Path) -> None:
+    """SFT warm-up + DPO (Lab-1.7) and ORPO (Lab-1.8) get the same optimizer steps, in both profiles."""
+    declared = yaml.safe_load((lab / "lab.yaml").read_text(encoding="utf-8"))["sizes"]
+    assert set(declared) == set(PROFILES)
+    for name in PROFILES:
+        budget = lab_sizes(lab, name)
+        assert min(budget.sft_steps, budget.dpo_steps) >= 1, (name, str(budget))
+        assert budget.sft_steps + budget.dpo_steps == budget.orpo_steps == budget.train_steps, (name, str(budget))
 
 
-def test_stage_steps_rejects_unknown_stage(profile) -> None:
-    with pytest.raises(ValueError, match="stage must be one of"):
-        stage_steps("ppo", profile)
+def test_alignment_labs_declare_the_same_sizes() -> None:
+    """Lab-1.8/03 compares its ORPO run with Lab-1.7's SFT -> DPO run: same sizes, same comparison."""
+    for name in PROFILES:
+        assert lab_sizes(ALIGNMENT_LABS[0], name).as_dict() == lab_sizes(ALIGNMENT_LABS[1], name).as_dict(), name
+
+
+def test_ensure_alignment_adapter_reuses_or_rebuilds(sizes, tmp_path: Path, monkeypatch, capsys) -> None:
+    import common_utils.training.preference as preference
+
+    calls = []
+
+    def fake_sft(budget, run_dir):
+        calls.append(("sft", budget.sft_steps))
+        (Path(run_dir) / "adapter").mkdir(parents=True)
+        (Path(run_dir) / "adapter" / "adapter_config.json").write_text("{}")
+
+    def fake_preference(method, budget, run_dir, start_adapter=None, **overrides):
+        calls.append((method, start_adapter, overrides))
+        (Path(run_dir) / "adapter").mkdir(parents=True)
+        (Path(run_dir) / "adapter" / "adapter_config.json").write_text("{}")
+
+    monkeypatch.setattr(preference, "train_sft_baseline", fake_sft)
+    monkeypatch.setattr(preference, "train_preference", fake_preference)
+    sft = ensure_alignment_adapter("sft", sizes, tmp_path / "sft")
+    assert sft == tmp_path / "sft" / "adapter" and calls == [("sft", sizes.sft_steps)]
+    assert "not found: rebuilding" in capsys.readouterr().out
+    assert ensure_alignment_adapter("sft", sizes, tmp_path / "sft") == sft and len(calls) == 1, "reused, not rebuilt"
+    assert "reusing" in capsys.readouterr().out
+    ensure_alignment_adapter("dpo", sizes, tmp_path / "dpo", start_adapter=sft, beta=0.5)
+    assert calls[-1] == ("dpo", sft, {"beta": 0.5})
+    with pytest.raises(ValueError, match="stage must be"):
+        ensure_alignment_adapter("ppo", sizes, tmp_path / "ppo")
 
 
 def test_reward_margins_are_read_with_loss_history() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common_utils.data import load_course_dataset, register_dataset, Schema
+from common_utils.data import Schema, load_course_dataset, register_dataset
 
 PREFERENCE_DATASET = "preference_format"
 KINDS = ("json", "brief", "prefix")

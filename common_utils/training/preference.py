@@ -1,15 +1,20 @@
-"""Preference training (DPO, ORPO) with TRL: step budgets, sequence log-probabilities, configs and
-trainers with course defaults, and the SFT -> DPO / ORPO recipes later stages call to rebuild a
-missing adapter. The task (data + rule-based judge) is common_utils.tasks.preference; the losses
-themselves are written in the Lab-1.7/1.8 notebooks (exported to common_utils.reference).
+"""Preference training (DPO, ORPO) with TRL: sequence log-probabilities, configs and trainers with
+course defaults, and the SFT -> DPO / ORPO recipes later stages call to rebuild a missing adapter.
+
+Every recipe takes the lab's `sizes` (common_utils.lab_sizes(): batch, lr, max_length, LoRA rank and
+the step budget sft_steps / dpo_steps / orpo_steps from the lab's lab.yaml). The task (data + rule-based
+judge) is common_utils.tasks.preference; the losses themselves are taught in the notebooks
+Lab-1.7/03-DPO_Training (`dpo_loss`) and Lab-1.8/01-Setup (`log1mexp`, `orpo_loss`) and exported from
+their `#@save preference_losses` cells to common_utils.reference.preference_losses.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from common_utils.tasks.preference import chosen_sft_set, preference_pairs
 
 # DPO's beta (KL strength). 0.1 is the DPO paper's default; the smoke calibration is in the lab README.
 DPO_BETA = 0.1
@@ -92,30 +97,34 @@ def kl_to_reference(policy_logps, reference_logps) -> float:
 # ----------------------------------------------------------------------------------------------
 # TRL configs and trainers with course defaults
 # ----------------------------------------------------------------------------------------------
-def _trl_defaults(profile, output_dir: str | Path, beta: float, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The course's TRL defaults (common_utils.train) with this method's beta; no mid-run checkpoints."""
+def _trl_defaults(sizes, output_dir: str | Path, beta: float, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The course's TRL defaults (common_utils.training.sft) with this method's beta; no mid-run checkpoints."""
     from common_utils.training.sft import course_trl_defaults
 
-    return course_trl_defaults(profile, output_dir, **{"save_strategy": "no", "beta": beta, **overrides})
+    return course_trl_defaults(sizes, output_dir, **{"save_strategy": "no", "beta": beta, **overrides})
 
 
-def course_dpo_config(profile, output_dir: str | Path, **overrides: Any):
-    """DPOConfig with sizes from the profile (batch, lr, max_length), DPO's share of the step budget
-    (the lab's dpo_steps) and beta = DPO_BETA."""
+def course_dpo_config(sizes, output_dir: str | Path, **overrides: Any):
+    """DPOConfig with the lab's sizes (batch, lr, max_length), its DPO step budget (`sizes.dpo_steps`)
+    and beta = DPO_BETA."""
     from trl import DPOConfig
 
-    overrides = {"max_steps": profile.dpo_steps, **overrides}
-    return DPOConfig(**_trl_defaults(profile, output_dir, DPO_BETA, overrides))
+    if "max_steps" not in overrides:  # read lazily: a caller that sets the steps needs no dpo_steps
+        overrides["max_steps"] = sizes.dpo_steps
+    return DPOConfig(**_trl_defaults(sizes, output_dir, DPO_BETA, overrides))
 
 
-def course_orpo_config(profile, output_dir: str | Path, **overrides: Any):
-    """ORPOConfig (trl.experimental.orpo) with the same sizes as course_dpo_config, beta = ORPO_BETA."""
+def course_orpo_config(sizes, output_dir: str | Path, **overrides: Any):
+    """ORPOConfig (trl.experimental.orpo) with the same sizes as course_dpo_config, the ORPO step budget
+    (`sizes.orpo_steps`: SFT + DPO's steps in one stage) and beta = ORPO_BETA."""
     import os
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.orpo import ORPOConfig
 
-    return ORPOConfig(**_trl_defaults(profile, output_dir, ORPO_BETA, overrides))
+    if "max_steps" not in overrides:
+        overrides["max_steps"] = sizes.orpo_steps
+    return ORPOConfig(**_trl_defaults(sizes, output_dir, ORPO_BETA, overrides))
 
 
 def make_dpo_trainer(model, tokenizer, train_dataset, config, peft_config=None, ref_model=None):
@@ -153,7 +162,7 @@ class AlignRun:
     adapter_dir: Path
 
 
-def load_sft_policy(profile, sft_adapter: str | Path):
+def load_sft_policy(sizes, sft_adapter: str | Path):
     """The SFT baseline as a plain model: base weights with the SFT LoRA merged in.
 
     DPO starts from this model and uses it (adapter disabled) as its reference, as in the DPO paper."""
@@ -161,26 +170,26 @@ def load_sft_policy(profile, sft_adapter: str | Path):
 
     from common_utils.core.models import load_causal_lm
 
-    base, tokenizer = load_causal_lm(profile.model)
+    base, tokenizer = load_causal_lm(sizes.model)
     merged = PeftModel.from_pretrained(base, str(sft_adapter)).merge_and_unload()
     merged.config.use_cache = True
     return merged, tokenizer
 
 
-def train_sft_baseline(profile, run_dir: str | Path) -> AlignRun:
+def train_sft_baseline(sizes, run_dir: str | Path) -> AlignRun:
     """SFT on the chosen replies with LoRA for the lab's sft_steps steps; the adapter goes to `run_dir/adapter`."""
     from common_utils.core.artifacts import save_pretrained_atomic
     from common_utils.core.models import load_causal_lm
     from common_utils.core.monitor import Timer, track_peak_memory
-    from common_utils.peft.methods import apply_peft
     from common_utils.core.runtime import seed_everything
+    from common_utils.peft.methods import apply_peft
     from common_utils.training.sft import course_sft_config, make_sft_trainer, run_sft
 
     run_dir = Path(run_dir)
-    seed_everything(profile.seed)
-    model, tokenizer = load_causal_lm(profile.model)
-    model = apply_peft(model, "lora", profile)
-    config = course_sft_config(profile, run_dir / "checkpoints", max_steps=profile.sft_steps)
+    seed_everything(sizes.seed)
+    model, tokenizer = load_causal_lm(sizes.model)
+    model = apply_peft(model, "lora", sizes)
+    config = course_sft_config(sizes, run_dir / "checkpoints", max_steps=sizes.sft_steps)
     trainer = make_sft_trainer(model, tokenizer, chosen_sft_set(), config)
     with track_peak_memory() as peak, Timer() as timer:
         run_sft(trainer)
@@ -188,7 +197,7 @@ def train_sft_baseline(profile, run_dir: str | Path) -> AlignRun:
     return AlignRun(trainer.model, tokenizer, trainer, timer.seconds, peak, adapter_dir)
 
 
-def train_preference(method: str, profile, run_dir: str | Path, start_adapter: str | Path | None = None,
+def train_preference(method: str, sizes, run_dir: str | Path, start_adapter: str | Path | None = None,
                      **config_overrides: Any) -> AlignRun:
     """DPO or ORPO with a fresh LoRA; the adapter goes to `run_dir/adapter`.
 
@@ -196,24 +205,24 @@ def train_preference(method: str, profile, run_dir: str | Path, start_adapter: s
     from common_utils.core.artifacts import save_pretrained_atomic
     from common_utils.core.models import load_causal_lm
     from common_utils.core.monitor import Timer, track_peak_memory
-    from common_utils.peft.methods import make_peft_config
     from common_utils.core.runtime import seed_everything
+    from common_utils.peft.methods import make_peft_config
 
     if method not in ("dpo", "orpo"):
         raise ValueError(f"method must be 'dpo' or 'orpo', got {method!r}")
     run_dir = Path(run_dir)
-    seed_everything(profile.seed)
+    seed_everything(sizes.seed)
     if start_adapter is not None:
-        model, tokenizer = load_sft_policy(profile, start_adapter)
+        model, tokenizer = load_sft_policy(sizes, start_adapter)
     else:
-        model, tokenizer = load_causal_lm(profile.model)
-    lora = make_peft_config("lora", profile)
+        model, tokenizer = load_causal_lm(sizes.model)
+    lora = make_peft_config("lora", sizes)
     if method == "dpo":
         trainer = make_dpo_trainer(model, tokenizer, preference_pairs(),
-                                   course_dpo_config(profile, run_dir / "checkpoints", **config_overrides), lora)
+                                   course_dpo_config(sizes, run_dir / "checkpoints", **config_overrides), lora)
     else:
         trainer = make_orpo_trainer(model, tokenizer, preference_pairs(),
-                                    course_orpo_config(profile, run_dir / "checkpoints", **config_overrides), lora)
+                                    course_orpo_config(sizes, run_dir / "checkpoints", **config_overrides), lora)
     with track_peak_memory() as peak, Timer() as timer:
         trainer.train()
     trainer.model.config.use_cache = True
@@ -222,7 +231,7 @@ def train_preference(method: str, profile, run_dir: str | Path, start_adapter: s
     return AlignRun(trainer.model, tokenizer, trainer, timer.seconds, peak, adapter_dir)
 
 
-def preference_step_cost(method: str, profile, steps: int = 2, reference_copy: bool = False) -> dict[str, Any]:
+def preference_step_cost(method: str, sizes, steps: int = 2, reference_copy: bool = False) -> dict[str, Any]:
     """What one preference method costs per step: seconds per optimizer step (median after the first,
     which pays one-off warm-up) and memory from before the model is loaded to the end of training.
 
@@ -238,8 +247,8 @@ def preference_step_cost(method: str, profile, steps: int = 2, reference_copy: b
 
     from common_utils.core.models import load_causal_lm
     from common_utils.core.monitor import track_peak_memory
-    from common_utils.peft.methods import make_peft_config
     from common_utils.core.runtime import seed_everything
+    from common_utils.peft.methods import make_peft_config
 
     if method not in ("dpo", "orpo") or (reference_copy and method != "dpo"):
         raise ValueError(f"expected method 'dpo' (optionally with reference_copy) or 'orpo', got {method!r}"
@@ -254,18 +263,18 @@ def preference_step_cost(method: str, profile, steps: int = 2, reference_copy: b
         def on_step_end(self, args, state, control, **kwargs):
             self.times.append(time.perf_counter())
 
-    seed_everything(profile.seed)
+    seed_everything(sizes.seed)
     clock = StepClock()
-    lora = make_peft_config("lora", profile)
+    lora = make_peft_config("lora", sizes)
     with track_peak_memory() as peak, tempfile.TemporaryDirectory(prefix=f"step-cost-{method}-") as out:
-        model, tokenizer = load_causal_lm(profile.model)
-        data = preference_pairs("train", limit=steps * profile.batch_size)
+        model, tokenizer = load_causal_lm(sizes.model)
+        data = preference_pairs("train", limit=steps * sizes.batch_size)
         if method == "dpo":
-            reference = load_causal_lm(profile.model)[0] if reference_copy else None
-            trainer = make_dpo_trainer(model, tokenizer, data, course_dpo_config(profile, out, max_steps=steps), lora,
+            reference = load_causal_lm(sizes.model)[0] if reference_copy else None
+            trainer = make_dpo_trainer(model, tokenizer, data, course_dpo_config(sizes, out, max_steps=steps), lora,
                                        ref_model=reference)
         else:
-            trainer = make_orpo_trainer(model, tokenizer, data, course_orpo_config(profile, out, max_steps=steps), lora)
+            trainer = make_orpo_trainer(model, tokenizer, data, course_orpo_config(sizes, out, max_steps=steps), lora)
         trainer.add_callback(clock)
         trainer.train()
     durations = [b - a for a, b in zip(clock.times, clock.times[1:])]
@@ -274,17 +283,23 @@ def preference_step_cost(method: str, profile, steps: int = 2, reference_copy: b
             "rss_increase_mb": peak.rss_increase_mb, "cuda_peak_mb": peak.cuda_peak_mb}
 
 
-def ensure_alignment_adapter(stage: str, profile, run_dir: str | Path, start_adapter: str | Path | None = None,
+def ensure_alignment_adapter(stage: str, sizes, run_dir: str | Path, start_adapter: str | Path | None = None,
                              **config_overrides: Any) -> Path:
-    """`run_dir/adapter` if an earlier stage saved it; otherwise say so and rebuild it with the same
-    recipe ('sft' -> train_sft_baseline, 'dpo'/'orpo' -> train_preference), so any stage runs on its own."""
-    adapter_dir = Path(run_dir) / "adapter"
-    if (adapter_dir / "adapter_config.json").exists():
-        return adapter_dir
-    print(f"{adapter_dir} not found: rebuilding the {stage.upper()} adapter with the same recipe as the lab ...")
+    """`run_dir/adapter` if an earlier stage saved it; otherwise `common_utils.ensure` says so and rebuilds
+    it with the same recipe ('sft' -> train_sft_baseline, 'dpo'/'orpo' -> train_preference), so any stage
+    runs on its own. The adapter folder is swapped in atomically, so its adapter_config.json proves it is whole."""
+    from functools import partial
+
+    from common_utils.core.artifacts import ensure
+
     if stage == "sft":
-        train_sft_baseline(profile, run_dir)
+        build, made_by = partial(train_sft_baseline, sizes, run_dir), "train_sft_baseline"
+    elif stage in ("dpo", "orpo"):
+        build = partial(train_preference, stage, sizes, run_dir, start_adapter=start_adapter, **config_overrides)
+        made_by = f"train_preference({stage!r})"
     else:
-        train_preference(stage, profile, run_dir, start_adapter=start_adapter, **config_overrides)
+        raise ValueError(f"stage must be 'sft', 'dpo' or 'orpo', got {stage!r}")
+    adapter_dir = Path(run_dir) / "adapter"
+    ensure(adapter_dir / "adapter_config.json", build, made_by=made_by)
     return adapter_dir
 

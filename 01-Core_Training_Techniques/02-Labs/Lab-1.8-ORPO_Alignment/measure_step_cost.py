@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common_utils import atomic_file, get_profile
+from common_utils import atomic_file, lab_sizes
 from common_utils.training.preference import preference_step_cost
 
 
@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps; the first is excluded from the timing")
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the result (written atomically)")
     args = parser.parse_args()
-    result = preference_step_cost(args.method, get_profile(), steps=args.steps, reference_copy=args.reference_copy)
+    sizes = lab_sizes(Path(__file__).resolve().parent)  # this lab's lab.yaml, wherever the script is run from
+    result = preference_step_cost(args.method, sizes, steps=args.steps, reference_copy=args.reference_copy)
     with atomic_file(args.out) as tmp:
         tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(json.dumps(result))
