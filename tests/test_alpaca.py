@@ -1,13 +1,19 @@
-"""common_utils.alpaca: records become Alpaca examples, the template renders as Stanford Alpaca's,
+"""common_utils.tasks.alpaca: records become Alpaca examples, the template renders as Stanford Alpaca's,
 and only response tokens carry loss."""
 
 from __future__ import annotations
 
 import pytest
 
-from common_utils.tasks.alpaca import (alpaca_prompt, alpaca_sft_tensors, load_alpaca, PROMPT_NO_INPUT, to_alpaca)
-from common_utils.data import IGNORE_INDEX
 from common_utils import load_tokenizer
+from common_utils.data import IGNORE_INDEX
+from common_utils.tasks.alpaca import (
+    PROMPT_NO_INPUT,
+    alpaca_prompt,
+    alpaca_sft_tensors,
+    load_alpaca,
+    to_alpaca,
+)
 
 RECORD = {"id": "x-1", "instruction": "Extract the name.", "input": "Ada, 36, Paris.", "output": '{"name": "Ada"}'}
 

@@ -1,4 +1,4 @@
-"""common_utils.distributed: launcher command, logs and errors, timeouts, checkpoint round trip.
+"""common_utils.core.processes and .training.distributed: launcher command, logs and errors, timeouts, checkpoint round trip.
 
 The multi-process test launches a 10-line script on 2 CPU processes with gloo (a few seconds:
 each process imports torch); everything else runs in this process."""
@@ -14,8 +14,21 @@ import pytest
 import torch
 
 from common_utils import launch
-from common_utils.core.processes import (DistributedLaunchError, ensure_launched, first_error, free_port, run_command, torchrun_command)
-from common_utils.training.distributed import (extraction_lm_blocks, load_training_state, max_abs_diff, save_training_checkpoint, strip_ddp_prefix)
+from common_utils.core.processes import (
+    DistributedLaunchError,
+    ensure_launched,
+    first_error,
+    free_port,
+    run_command,
+    torchrun_command,
+)
+from common_utils.training.distributed import (
+    extraction_lm_blocks,
+    load_training_state,
+    max_abs_diff,
+    save_training_checkpoint,
+    strip_ddp_prefix,
+)
 
 
 def test_free_port_is_bindable() -> None:
@@ -116,7 +129,7 @@ def test_ensure_launched_reuses_or_rebuilds(tmp_path: Path, capsys) -> None:
     script = tmp_path / "make.py"
     script.write_text(f"open({str(artifact)!r}, 'w').write('built')\n")
     assert ensure_launched(artifact, script, nproc=1, log_path=tmp_path / "make.log", timeout_s=120) == artifact
-    assert artifact.read_text() == "built" and "missing" in capsys.readouterr().out
+    assert artifact.read_text() == "built" and "not found" in capsys.readouterr().out
     artifact.write_text("kept")
     ensure_launched(artifact, script, nproc=1, log_path=tmp_path / "make.log", timeout_s=120)
     assert artifact.read_text() == "kept" and "reusing" in capsys.readouterr().out

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from common_utils import lab_sizes
+from common_utils.core.runtime import Sizes
 from common_utils.tasks import topic as topic_lm
-from common_utils.core.runtime import Sizes as Profile
 
 LABELS = ["sports", "technology", "food", "travel"]
+
+
+@pytest.fixture(scope="module")
+def sizes(repo_root: Path) -> Sizes:
+    """Lab-1.1's own smoke sizes (its lab.yaml), the ones its notebooks and the rebuild recipe read."""
+    return lab_sizes(repo_root / "01-Core_Training_Techniques" / "02-Labs" / "Lab-1.1-PEFT_with_HuggingFace", "smoke")
 
 
 def test_data_files_point_at_every_split() -> None:
@@ -50,28 +57,30 @@ def test_accuracy_counts_first_words_and_rejects_mismatched_lists() -> None:
         topic_lm.topic_accuracy(["sports"], [])
 
 
-def test_configs_read_the_profile(profile: Profile, tmp_path: Path) -> None:
-    lora = topic_lm.topic_lora_config(profile.with_overrides(lora_r=4, lora_alpha=8))
+def test_configs_read_the_lab_sizes(sizes: Sizes, tmp_path: Path) -> None:
+    lora = topic_lm.topic_lora_config(sizes.with_overrides(lora_r=4, lora_alpha=8))
     assert (lora.r, lora.lora_alpha, lora.target_modules) == (4, 8, "all-linear")
-    sft = topic_lm.topic_sft_config(profile, tmp_path)
-    assert (sft.max_steps, sft.per_device_train_batch_size, sft.learning_rate) == (
-        profile.train_steps, profile.batch_size, profile.learning_rate)
+    sft = topic_lm.topic_sft_config(sizes, tmp_path)
+    assert (sft.max_steps, sft.per_device_train_batch_size, sft.learning_rate, sft.max_length) == (
+        sizes.train_steps, sizes.batch_size, sizes.learning_rate, sizes.max_length)
     assert not sft.bf16  # CPU test run: trl's default bf16=True would fail here
 
 
 def test_ensure_reuses_a_saved_adapter_and_rebuilds_a_missing_one(
-        profile: Profile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sizes: Sizes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     calls: list[Path] = []
 
-    def fake_train(profile: Profile, run_dir: Path) -> Path:
+    def fake_train(sizes: Sizes, run_dir: Path) -> Path:
         calls.append(Path(run_dir))
         (Path(run_dir) / "adapter").mkdir(parents=True)
         (Path(run_dir) / "adapter" / "adapter_config.json").write_text("{}")
         return Path(run_dir) / "adapter"
 
     monkeypatch.setattr(topic_lm, "train_topic_lora", fake_train)
-    assert topic_lm.ensure_topic_adapter(profile, tmp_path) == tmp_path / "adapter"
-    assert topic_lm.ensure_topic_adapter(profile, tmp_path) == tmp_path / "adapter"
+    assert topic_lm.ensure_topic_adapter(sizes, tmp_path) == tmp_path / "adapter"
+    assert "not found" in capsys.readouterr().out
+    assert topic_lm.ensure_topic_adapter(sizes, tmp_path) == tmp_path / "adapter"
+    assert "reusing" in capsys.readouterr().out
     assert calls == [tmp_path]  # rebuilt once, reused the second time
 
 

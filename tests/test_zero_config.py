@@ -1,4 +1,4 @@
-"""common_utils.zero_config: the per-GPU model-state formulas equal DeepSpeed's own estimators, and
+"""common_utils.training.memory / .deepspeed: the per-GPU model-state formulas equal DeepSpeed's own estimators, and
 the planner picks the fastest ZeRO setup that fits."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_plan_picks_the_fastest_setup_that_fits() -> None:
     assert (small.stage, small.offload_optimizer) == (0, False) and small.micro_batch >= 1
     big = plan_zero(7_000_000_000, 8, 80, activation_gb_per_sample=2.0, largest_layer_params=131_072_000)
     assert big.stage in (1, 2) and not big.offload_optimizer  # DDP's 112 GB does not fit 80 GB
-    assert big.model_state_gb * GB == pytest.approx(
+    assert big.model_state_gb * GIB == pytest.approx(
         model_state_bytes_per_gpu(7_000_000_000, 8, big.stage), rel=1e-3)
     huge = plan_zero(70_000_000_000, 8, 80, activation_gb_per_sample=4.0, largest_layer_params=1_050_000_000)
     assert huge.stage == 3

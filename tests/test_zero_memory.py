@@ -1,6 +1,7 @@
-"""common_utils.zero_memory: byte counting over overlapping views, the fp32 ZeRO formulas, the
-partition-overlap rule and the two config writers. The DeepSpeed engine is replaced by a stand-in
-with the same attribute names (the lab's notebooks measure the real one on 2 processes)."""
+"""common_utils.training.deepspeed (what one rank holds) and .memory: byte counting over
+overlapping views, the fp32 ZeRO formulas, the partition-overlap rule and the two config writers.
+The DeepSpeed engine is replaced by a stand-in with the same attribute names (the lab's notebooks
+measure the real one on 2 processes)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from common_utils.training.deepspeed import (accelerate_deepspeed_yaml, overlapping_param_numel, rank_model_states, union_bytes, zero_train_config)
+from common_utils.training.deepspeed import (
+    accelerate_deepspeed_yaml,
+    overlapping_param_numel,
+    rank_model_states,
+    union_bytes,
+    zero_train_config,
+)
 from common_utils.training.memory import fp32_zero_bytes
 
 

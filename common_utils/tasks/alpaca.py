@@ -3,8 +3,9 @@
 Stanford Alpaca (Taori et al., 2023) fine-tunes on records with three fields and renders them with a
 fixed prompt; the loss is taken on the response only. The course's own extraction data already has
 the three fields, so `to_alpaca` validates and trims a record instead of renaming it, and the offline
-labs train on it. In the `full` profile `load_alpaca` reads `tatsu-lab/alpaca` from the hub and
-falls back, with a message, to the course data when the hub cannot be reached.
+labs train on it. With `source="hub"` (Lab-1.3's `data_source` in its full sizes) `load_alpaca` reads
+`tatsu-lab/alpaca` from the hub and falls back, with a message, to the course data when the hub cannot
+be reached.
 """
 
 from __future__ import annotations

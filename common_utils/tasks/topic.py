@@ -12,7 +12,8 @@ import string
 from pathlib import Path
 from typing import Any
 
-from common_utils.data import register_dataset, Schema
+from common_utils.core.artifacts import ensure
+from common_utils.data import Schema, register_dataset
 
 TOPIC_DATASET = "topic_classification"
 
@@ -85,28 +86,28 @@ def topic_accuracy(replies: list[str], references: list[str]) -> float:
     return sum(first_word(r) == ref.lower() for r, ref in zip(replies, references)) / len(replies)
 
 
-def topic_lora_config(profile):
-    """The LoRA settings Lab-1.1 trains with: rank and alpha from the profile, every linear layer."""
+def topic_lora_config(sizes):
+    """The LoRA settings Lab-1.1 trains with: rank and alpha from the lab's sizes, every linear layer."""
     from peft import LoraConfig
 
-    return LoraConfig(r=profile.lora_r, lora_alpha=profile.lora_alpha, lora_dropout=0.0,
+    return LoraConfig(r=sizes.lora_r, lora_alpha=sizes.lora_alpha, lora_dropout=0.0,
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def topic_sft_config(profile, output_dir: str | Path):
-    """SFTConfig of Lab-1.1: sizes from the profile, no checkpoints mid-run (the run is short), bf16
-    only on GPUs that support it (trl's default bf16=True fails on CPU)."""
+def topic_sft_config(sizes, output_dir: str | Path):
+    """SFTConfig of Lab-1.1: steps, batch, lr and length from the lab's sizes, no checkpoints mid-run
+    (the run is short), bf16 only on GPUs that support it (trl's default bf16=True fails on CPU)."""
     from trl import SFTConfig
 
     from common_utils.core.runtime import bf16_supported
 
-    return SFTConfig(output_dir=str(output_dir), max_steps=profile.train_steps,
-                     per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
-                     max_length=profile.max_length, logging_steps=1, save_strategy="no", report_to="none",
-                     seed=profile.seed, activation_checkpointing=False, bf16=bf16_supported())
+    return SFTConfig(output_dir=str(output_dir), max_steps=sizes.train_steps,
+                     per_device_train_batch_size=sizes.batch_size, learning_rate=sizes.learning_rate,
+                     max_length=sizes.max_length, logging_steps=1, save_strategy="no", report_to="none",
+                     seed=sizes.seed, activation_checkpointing=False, bf16=bf16_supported())
 
 
-def train_topic_lora(profile, run_dir: str | Path) -> Path:
+def train_topic_lora(sizes, run_dir: str | Path) -> Path:
     """03-Apply_LoRA_and_Train in one call: LoRA SFT on the topic train split, adapter and tokenizer
     saved to `run_dir/adapter` atomically. Returns the adapter folder."""
     from datasets import load_dataset
@@ -117,24 +118,23 @@ def train_topic_lora(profile, run_dir: str | Path) -> Path:
     from common_utils.core.models import load_causal_lm
     from common_utils.core.runtime import seed_everything
 
-    seed_everything(profile.seed)
-    model, tokenizer = load_causal_lm(profile.model)
+    seed_everything(sizes.seed)
+    model, tokenizer = load_causal_lm(sizes.model)
     train = load_dataset("json", data_files=topic_data_files())["train"]
     labels = topic_labels(train)
     train = train.map(topic_prompt_completion, fn_kwargs={"labels": labels}, remove_columns=train.column_names)
-    model = get_peft_model(model, topic_lora_config(profile))
-    trainer = SFTTrainer(model=model, args=topic_sft_config(profile, Path(run_dir) / "checkpoints"),
+    model = get_peft_model(model, topic_lora_config(sizes))
+    trainer = SFTTrainer(model=model, args=topic_sft_config(sizes, Path(run_dir) / "checkpoints"),
                          train_dataset=train, processing_class=tokenizer)
     trainer.train()
     return save_pretrained_atomic(Path(run_dir) / "adapter", trainer.model, tokenizer)
 
 
-def ensure_topic_adapter(profile, run_dir: str | Path) -> Path:
-    """`run_dir/adapter` if 03 saved it; otherwise say so and rebuild it with the same recipe, so
-    04 and 05 run on their own."""
+def ensure_topic_adapter(sizes, run_dir: str | Path) -> Path:
+    """`run_dir/adapter` if 03 saved it; otherwise `ensure` says so and rebuilds it with the same
+    recipe (`train_topic_lora`), so 04 and 05 run on their own. Returns the adapter folder."""
     adapter_dir = Path(run_dir) / "adapter"
-    if not (adapter_dir / "adapter_config.json").exists():
-        print(f"{adapter_dir} not found: 03-Apply_LoRA_and_Train has not run here. Rebuilding it with "
-              f"train_topic_lora ({profile.train_steps} steps, the recipe of 03) ...")
-        train_topic_lora(profile, run_dir)
+    # save_pretrained_atomic swaps the whole folder in at once: its config proves the save finished
+    ensure(adapter_dir / "adapter_config.json", lambda: train_topic_lora(sizes, run_dir),
+           made_by=f"03-Apply_LoRA_and_Train: train_topic_lora, {sizes.train_steps} steps")
     return adapter_dir

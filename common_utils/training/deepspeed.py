@@ -28,7 +28,8 @@ LADDER: list[tuple[int, bool, bool]] = [(0, False, False), (1, False, False), (2
 
 @dataclass(frozen=True)
 class ZeroPlan:
-    """The chosen setup and the arithmetic behind it (bytes are per GPU)."""
+    """The chosen setup and the arithmetic behind it, per GPU. Every `_gb` field is in GiB (2**30 bytes,
+    the package's unit, common_utils.training.memory.GIB), GPU memory included."""
 
     params: int
     gpus: int
@@ -45,9 +46,9 @@ class ZeroPlan:
 
     def explain(self) -> str:
         offload = ("optimizer+params" if self.offload_params else "optimizer") if self.offload_optimizer else "none"
-        return (f"{self.params / 1e9:.2f}B params on {self.gpus} x {self.gpu_memory_gb:g} GB: ZeRO-{self.stage}, "
-                f"offload {offload}; model states {self.model_state_gb:.1f} GB/GPU, "
-                f"{self.activation_budget_gb:.1f} GB left for activations -> micro-batch {self.micro_batch}")
+        return (f"{self.params / 1e9:.2f}B params on {self.gpus} x {self.gpu_memory_gb:g} GiB: ZeRO-{self.stage}, "
+                f"offload {offload}; model states {self.model_state_gb:.1f} GiB/GPU, "
+                f"{self.activation_budget_gb:.1f} GiB left for activations -> micro-batch {self.micro_batch}")
 
 
 def plan_zero(params: int, gpus: int, gpu_memory_gb: float, activation_gb_per_sample: float,
@@ -66,7 +67,7 @@ def plan_zero(params: int, gpus: int, gpu_memory_gb: float, activation_gb_per_sa
             micro = min(max_micro_batch, int(budget // activation_gb_per_sample))
             return ZeroPlan(params, gpus, gpu_memory_gb, stage, off_opt, off_par, round(states, 3),
                             round(budget, 3), micro)
-    raise ValueError(f"{params / 1e9:.2f}B parameters do not fit {gpus} x {gpu_memory_gb} GB even with ZeRO-3 and "
+    raise ValueError(f"{params / 1e9:.2f}B parameters do not fit {gpus} x {gpu_memory_gb} GiB even with ZeRO-3 and "
                      "full offload plus one sample: add GPUs, shorten sequences (activation_gb_per_sample) or "
                      "use activation checkpointing")
 
@@ -90,7 +91,7 @@ def deepspeed_config(plan: ZeroPlan, global_batch: int, learning_rate: float = 2
     return config
 
 
-# ---- what one rank really holds, measured (formerly zero_memory) ------------------------------------
+# ---- what one rank really holds, measured ----------------------------------------------------------
 # What one rank of a DeepSpeed ZeRO run really holds: parameters, gradients and optimizer states.
 #
 # `rank_model_states(engine)` walks the tensors a DeepSpeed engine keeps (the module's parameters or,
@@ -99,11 +100,11 @@ def deepspeed_config(plan: ZeroPlan, global_batch: int, learning_rate: float = 2
 # cover. Overlapping views (a parameter that is a slice of a flat buffer) count once, and memory counted
 # in an earlier category is not counted again, so the three numbers add up to what the rank stores.
 #
-# `fp32_zero_bytes` is the ZeRO paper's partitioning (Rajbhandari et al., 2020: P_os, P_os+g,
+# `common_utils.training.memory.fp32_zero_bytes` is the ZeRO paper's partitioning (Rajbhandari et al., 2020: P_os, P_os+g,
 # P_os+g+p) with fp32 byte counts, the accounting of a CPU run: 4-byte weights and gradients, and Adam's
 # K = 12 bytes (fp32 master copy 4 + two moments 8) once ZeRO keeps a master partition; plain data
 # parallelism in fp32 updates the weights in place, so stage 0 keeps only the 8 bytes of moments.
-# The paper's mixed-precision numbers (2 + 2 + 12) are `zero_config.model_state_bytes_per_gpu`.
+# The paper's mixed-precision numbers (2 + 2 + 12) are `model_state_bytes_per_gpu` beside it.
 
 CATEGORIES = ("params", "grads", "optimizer")
 
@@ -257,8 +258,6 @@ def write_zero_configs(folder: str | Path, stage: int, micro_batch: int, grad_ac
                        num_processes: int) -> tuple[Path, Path]:
     """The DeepSpeed JSON (`zero_train_config`) and the `accelerate launch` YAML that reads it, written
     atomically into `folder` as ds_zero{stage}.json and accelerate_zero{stage}.yaml."""
-    import json
-
     from common_utils.core.artifacts import atomic_file
 
     folder = Path(folder)
@@ -299,8 +298,8 @@ def accelerate_command(config_file: str | Path, script: str | Path, args: list[s
 
 def launch_accelerate(script: str | Path, args: list[str] | None = None, config_file: str | Path = "",
                       log_path: str | Path | None = None, timeout_s: float = 300):
-    """Run `accelerate launch` like distributed.launch runs torchrun: hard timeout that stops every
-    worker, one log file, and an error with the first traceback when it fails."""
+    """Run `accelerate launch` as common_utils.core.processes.launch runs torchrun: a hard timeout that
+    stops every worker, one log file, and an error with the first traceback when it fails."""
     from common_utils.core.processes import run_command
 
     script, config_file = Path(script), Path(config_file)

@@ -8,12 +8,6 @@ reads, DDP state-dict helpers, and resumable training checkpoints.
 from __future__ import annotations
 
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -19,9 +20,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from transformers import AutoModelForCausalLM
 
-from common_utils import get_profile, load_causal_lm, load_tokenizer, write_metrics
-from common_utils.training.distributed import (extraction_lm_blocks, finish_distributed, init_distributed, load_training_state, max_abs_diff,
-                                               save_training_checkpoint)
+from common_utils import lab_sizes, load_causal_lm, load_tokenizer, write_metrics
+from common_utils.training.distributed import (
+    extraction_lm_blocks,
+    finish_distributed,
+    init_distributed,
+    load_training_state,
+    max_abs_diff,
+    save_training_checkpoint,
+)
 
 
 def lm_loss(model, blocks: torch.Tensor) -> torch.Tensor:
@@ -54,13 +61,14 @@ def main() -> None:
     ctx = init_distributed()
     if args.global_batch % ctx.world_size:
         raise ValueError(f"--global-batch {args.global_batch} must be divisible by the {ctx.world_size} ranks")
-    profile = get_profile()
-    torch.manual_seed(profile.seed)
-    tokenizer = load_tokenizer(profile.model)
+    # model key and seed of the active profile (this lab's lab.yaml); steps, batch, length come as arguments
+    sizes = lab_sizes(Path(__file__).resolve().parent)
+    torch.manual_seed(sizes.seed)
+    tokenizer = load_tokenizer(sizes.model)
     if args.resume:
         model = AutoModelForCausalLM.from_pretrained(args.resume, dtype=torch.float32).to(ctx.device)
     else:
-        model, _ = load_causal_lm(profile.model, dtype=torch.float32, device=ctx.device)
+        model, _ = load_causal_lm(sizes.model, dtype=torch.float32, device=ctx.device)
     model.config.use_cache = False
     model.train()
 
@@ -68,7 +76,7 @@ def main() -> None:
     eval_blocks = extraction_lm_blocks(tokenizer, "valid", args.seq_len, args.eval_blocks).to(ctx.device)
     # DistributedSampler gives each rank a disjoint slice (rank::world_size) of every global batch
     sampler = DistributedSampler(TensorDataset(train_blocks), num_replicas=ctx.world_size, rank=ctx.rank,
-                                 shuffle=True, seed=profile.seed)
+                                 shuffle=True, seed=sizes.seed)
     loader = DataLoader(TensorDataset(train_blocks), batch_size=args.global_batch // ctx.world_size, sampler=sampler)
 
     ddp = DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
@@ -96,7 +104,7 @@ def main() -> None:
             loss = lm_loss(ddp, local)
             loss.backward()  # DDP all-reduces (averages) gradients bucket by bucket during backward
             if args.check_equivalence and step == start_step:
-                equivalence = check_equivalence(ctx, model, optimizer, local, args, profile)
+                equivalence = check_equivalence(ctx, model, optimizer, local, args, sizes)
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -125,7 +133,7 @@ def main() -> None:
     finish_distributed()
 
 
-def check_equivalence(ctx, model, optimizer, local, args, profile) -> dict | None:
+def check_equivalence(ctx, model, optimizer, local, args, sizes) -> dict | None:
     """Compare DDP's averaged gradients and post-step weights with one process on the global batch.
 
     Called after the first DDP backward. Every rank sends its local batch to rank 0, which rebuilds
@@ -134,7 +142,7 @@ def check_equivalence(ctx, model, optimizer, local, args, profile) -> dict | Non
     dist.all_gather(gathered, local)
     result = None
     if ctx.is_main:
-        reference, _ = load_causal_lm(profile.model, dtype=torch.float32, device=ctx.device) if not args.resume \
+        reference, _ = load_causal_lm(sizes.model, dtype=torch.float32, device=ctx.device) if not args.resume \
             else (AutoModelForCausalLM.from_pretrained(args.resume, dtype=torch.float32).to(ctx.device), None)
         reference.config.use_cache = False
         reference.train()

@@ -7,6 +7,8 @@ With `--accelerate` the script is started by `accelerate launch --config_file ..
 plugin builds the engine from the same JSON config, and the run ends with a ZeRO checkpoint
 (`engine.save_checkpoint`) that the notebook consolidates with DeepSpeed's zero_to_fp32 utility.
 Rank 0 writes one metrics JSON with every rank's numbers (gathered over the process group).
+Sizes (sequence length, layers kept, data source, ...) come as arguments; an argument left out takes
+the active profile's value from this lab's lab.yaml (`lab_sizes`), as the model and the seed do.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from common_utils import get_profile, load_causal_lm, load_tokenizer, write_metrics
+from common_utils import lab_sizes, load_causal_lm, load_tokenizer, write_metrics
 from common_utils.tasks.alpaca import alpaca_sft_tensors, load_alpaca
-from common_utils.training.memory import truncate_layers
 from common_utils.training.deepspeed import rank_model_states, zero_train_config
+from common_utils.training.memory import truncate_layers
 
 
-def build_model(profile, layers: int):
+def build_model(sizes, layers: int):
     """The course model in fp32, cut to its first `layers` decoder layers (0 = all of them)."""
-    torch.manual_seed(profile.seed)
-    model, _ = load_causal_lm(profile.model, dtype=torch.float32, device="cpu")
+    torch.manual_seed(sizes.seed)
+    model, _ = load_causal_lm(sizes.model, dtype=torch.float32, device="cpu")
     if layers:
         truncate_layers(model, layers)
     model.config.use_cache = False
@@ -82,18 +84,23 @@ def gathered(record: dict) -> list:
 
 
 def main() -> None:
+    sizes = lab_sizes(Path(__file__).resolve().parent)  # defaults: the active profile's block of lab.yaml
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True, help="metrics JSON written by rank 0 (section deepspeed/accelerate)")
     parser.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3], help="ZeRO stages (plain DeepSpeed)")
     parser.add_argument("--accelerate", action="store_true", help="started by accelerate launch (stage from its config)")
     parser.add_argument("--save", default=None, help="folder for the final ZeRO checkpoint (accelerate route)")
-    parser.add_argument("--steps", type=int, default=2, help="optimizer steps (>= 2: memory is measured in the second)")
-    parser.add_argument("--micro-batch", type=int, default=1)
-    parser.add_argument("--grad-accum", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=96)
-    parser.add_argument("--layers", type=int, default=None, help="decoder layers kept (default: 2 smoke, all full)")
-    parser.add_argument("--examples", type=int, default=64, help="training examples (0 = the whole split)")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--steps", type=int, default=sizes.zero_steps,
+                        help="optimizer steps (>= 2: memory is measured in the second)")
+    parser.add_argument("--micro-batch", type=int, default=sizes.micro_batch)
+    parser.add_argument("--grad-accum", type=int, default=sizes.grad_accum)
+    parser.add_argument("--seq-len", type=int, default=sizes.seq_len)
+    parser.add_argument("--layers", type=int, default=sizes.layers, help="decoder layers kept (0 = all of them)")
+    parser.add_argument("--source", choices=["course", "hub"], default=sizes.data_source,
+                        help="Alpaca data: the course's offline split or tatsu-lab/alpaca")
+    parser.add_argument("--examples", type=int, default=sizes.train_examples,
+                        help="training examples (0 = the whole split)")
+    parser.add_argument("--lr", type=float, default=sizes.learning_rate)
     args = parser.parse_args()
     if args.steps < 2 or args.grad_accum < 2:
         parser.error("--steps and --grad-accum must be >= 2: memory is measured during the second step, "
@@ -101,8 +108,7 @@ def main() -> None:
 
     import deepspeed
 
-    profile = get_profile()
-    layers = args.layers if args.layers is not None else (2 if profile.name == "smoke" else 0)
+    layers = args.layers
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     else:
@@ -117,17 +123,18 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
-    tokenizer = load_tokenizer(profile.model)  # its pad token is set, and distinct from EOS
-    source = "hub" if profile.name == "full" else "course"
+    tokenizer = load_tokenizer(sizes.model)  # its pad token is set, and distinct from EOS
+    source = args.source
     data = alpaca_sft_tensors(tokenizer, load_alpaca("train", args.examples or None, source), args.seq_len,
                               drop_long=source == "hub")  # the hub's records vary in length; the course's fit
     dataset = TensorDataset(data["input_ids"], data["attention_mask"], data["labels"])
 
-    result = {"world_size": world, "layers": layers, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
-              "grad_accum": args.grad_accum, "steps": args.steps, "device": device.type, "stages": {}}
+    result = {"world_size": world, "layers": layers, "source": source, "seq_len": args.seq_len,
+              "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "steps": args.steps,
+              "device": device.type, "stages": {}}
     runs = [None] if args.accelerate else args.stages
     for stage in runs:
-        model = build_model(profile, layers)
+        model = build_model(sizes, layers)
         partitioned_at_load = any(hasattr(p, "ds_tensor") for p in model.parameters())
         # ds_numel: the full size of a parameter already partitioned at load time (zero.Init under ZeRO-3)
         numels = [getattr(p, "ds_numel", p.numel()) for p in model.parameters()]  # ZeRO-1/2 flattening order
@@ -135,11 +142,11 @@ def main() -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
         if accelerator is not None:
             loader = DataLoader(dataset, batch_size=args.micro_batch, shuffle=True,
-                                generator=torch.Generator().manual_seed(profile.seed))
+                                generator=torch.Generator().manual_seed(sizes.seed))
             engine, _, loader = accelerator.prepare(model, optimizer, loader)  # engine: a DeepSpeedEngine
             stage = engine.zero_optimization_stage()
         else:
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=profile.seed)
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=sizes.seed)
             loader = DataLoader(dataset, batch_size=args.micro_batch, sampler=sampler)
             config = zero_train_config(stage, args.micro_batch, args.grad_accum, world)
             engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
