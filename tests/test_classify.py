@@ -1,4 +1,4 @@
-"""Encoder classification (common_utils.classify) and the NLU PEFT methods, on a tiny random BERT."""
+"""Encoder classification (common_utils.training.classify) and the NLU PEFT methods, on a tiny random BERT."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from common_utils.training import classify
-from common_utils import count_parameters
-from common_utils import apply_peft
+from common_utils import apply_peft, count_parameters, lab_sizes
 from common_utils.peft.methods import get_method
+from common_utils.training import classify
+
+LAB06 = Path(__file__).resolve().parents[1] / "01-Core_Training_Techniques" / "02-Labs" / "PEFT_Labs" / "Lab-06-BitFit"
 
 
 def tiny_bert(num_labels: int = 4, vocab_size: int = 30522):
@@ -28,6 +29,18 @@ def tokenizer():
     from common_utils import load_encoder
 
     return load_encoder("minilm-l6-v2", device="cpu")[1]
+
+
+@pytest.fixture()
+def sizes():
+    """The NLU labs' smoke sizes (Lab-06's lab.yaml), shortened to 3 training steps."""
+    return lab_sizes(LAB06, "smoke").with_overrides(train_steps=3)
+
+
+@pytest.fixture()
+def tiny_base(monkeypatch, tokenizer):
+    """Make every recipe load the tiny BERT (same seed, same head) instead of MiniLM."""
+    monkeypatch.setattr(classify, "load_base_classifier", lambda sizes, num_labels=4: (tiny_bert(), tokenizer))
 
 
 def test_registered_nlu_methods() -> None:
@@ -103,20 +116,87 @@ def test_save_and_load_trainable_round_trip(tmp_path: Path) -> None:
         classify.load_trainable(classify.prepare_classifier(tiny_bert(), "head"), path)
 
 
-def test_finetune_classifier_trains_saves_and_reuses(tmp_path: Path, tokenizer, monkeypatch, profile) -> None:
-    monkeypatch.setattr(classify, "load_base_classifier", lambda profile, num_labels=4: (tiny_bert(), tokenizer))
-    run = classify.finetune_classifier("bitfit", profile, tmp_path, max_steps=3)
+def test_finetune_classifier_trains_saves_and_reuses(tmp_path: Path, tokenizer, tiny_base, sizes) -> None:
+    run = classify.finetune_classifier("bitfit", sizes, tmp_path)
     assert not run.reused and len(run.history) == 3 and 0.0 <= run.accuracy <= 1.0
     assert run.trainable == count_parameters(run.model).trainable and run.seconds > 0
     record = json.loads((tmp_path / classify.RUN_FILE).read_text())
-    assert record["method"] == "bitfit" and record["fingerprint"]
-    again = classify.finetune_classifier("bitfit", profile, tmp_path, max_steps=3)
+    assert record["method"] == "bitfit" and record["fingerprint"] and record["settings"]["max_length"] == 32
+    again = classify.finetune_classifier("bitfit", sizes, tmp_path)
     assert again.reused and again.history == run.history and again.accuracy == run.accuracy
     texts = ["the team won the final", "a new phone was released"]
     assert torch.equal(classify.predict_logits(run.model, tokenizer, texts),
                        classify.predict_logits(again.model, tokenizer, texts))
-    changed = classify.finetune_classifier("bitfit", profile, tmp_path, max_steps=4)
+    changed = classify.finetune_classifier("bitfit", sizes, tmp_path, max_steps=4)
     assert not changed.reused and len(changed.history) == 4
+    summary = changed.summary()
+    assert summary["steps"] == 4 and summary["learning_rate"] == classify.CLASSIFY_LR["bitfit"]
+    assert summary["loss_first"] == changed.history[0][1]
+
+
+def test_ensure_classifier_rebuilds_once_then_reuses(tmp_path: Path, tiny_base, sizes, capsys) -> None:
+    built = classify.ensure_classifier("head", sizes, tmp_path)
+    assert not built.reused and "not found: rebuilding" in capsys.readouterr().out
+    reused = classify.ensure_classifier("head", sizes, tmp_path)
+    assert reused.reused and reused.accuracy == built.accuracy and "reusing" in capsys.readouterr().out
+
+
+def test_seeds_summary_and_tables(tmp_path: Path, tiny_base, sizes) -> None:
+    sizes = sizes.with_overrides(train_steps=6)  # loss_reduction compares the first and last 3 steps
+    runs = {"head": classify.finetune_seeds("head", sizes, tmp_path / "head", [1, 2]),
+            "bitfit": classify.finetune_seeds("bitfit", sizes, tmp_path / "bitfit", [1])}
+    assert [r.settings["seed"] for r in runs["head"]] == [1, 2] and (tmp_path / "head" / "seed2" / classify.RUN_FILE).exists()
+    summary = classify.seed_summary(runs)
+    head = summary["head"]
+    assert head["seeds"] == 2 and head["accuracy_min"] == min(r.accuracy for r in runs["head"])
+    assert head["accuracy_mean"] == pytest.approx(sum(r.accuracy for r in runs["head"]) / 2)
+    assert summary["bitfit"]["accuracy_std"] == 0.0 and summary["bitfit"]["seeds"] == 1
+    assert "loss_reduction_min" in head and "test_loss_std" in head
+    assert "head" in str(summary) and "±" in str(summary) and json.loads(json.dumps(summary)) == summary
+    table = classify.runs_table(runs).splitlines()
+    assert len(table) == 1 + 3 and "1e-02" in table[1]  # CLASSIFY_LR["head"]
+    assert len(classify.runs_table({"one": runs["bitfit"][0]}).splitlines()) == 2
+
+
+def test_untrained_scores_and_class_report(tiny_base, tokenizer, sizes, capsys) -> None:
+    base = classify.untrained_scores(sizes)
+    assert set(base) == {"accuracy", "loss", "n"} and base["n"] == len(classify.split_rows("test"))
+    report = classify.class_report(tiny_bert(), tokenizer, sizes, name="tiny", show_errors=2)
+    out = capsys.readouterr().out
+    assert report.accuracy == pytest.approx(base["accuracy"]) and report.loss == pytest.approx(base["loss"])
+    assert set(report.per_class) == set(classify.label_names()) and out.count("want ") == min(2, len(report.errors))
+    gold = classify.split_rows("test")["label"]
+    assert len(report.errors) == sum(p != y for p, y in zip(report.predictions, gold))
+    assert report.worst_class == min(report.per_class.values())
+    assert "margin over base +0.000" in report.versus(report.accuracy, recorded=report.accuracy)
+
+
+def test_eval_logits_batching_is_exact(tokenizer, sizes) -> None:
+    model = tiny_bert()
+    whole = classify.eval_logits(model, tokenizer, sizes)
+    assert whole.shape == (len(classify.split_rows("test")), 4)
+    assert torch.equal(whole, classify.eval_logits(model, tokenizer, sizes))
+    assert classify.predict_labels(model, tokenizer, classify.split_rows("test")["text"]) == whole.argmax(-1).tolist()
+
+
+def test_deploy_check() -> None:
+    trained = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    base = torch.tensor([[0.0, 2.0], [0.0, 2.0], [1.0, 0.5]])
+    check = classify.deploy_check(trained, trained.clone(), base=base)
+    assert check.max_diff == 0.0 and check.same_predictions and check.n == 3
+    assert check.base_agreement == pytest.approx(2 / 3) and check.base_max_shift == pytest.approx(2.0)
+    assert "identical predictions: True" in str(check) and check.metrics()["max_logit_diff"] == 0.0
+    off = classify.deploy_check(trained, trained + torch.tensor([0.0, 3.0]), base=base)
+    assert off.max_diff == pytest.approx(3.0) and not off.same_predictions
+
+
+def test_prepare_classifier_leaves_the_callers_config_untouched() -> None:
+    from peft import PromptTuningConfig
+
+    config = PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=3)
+    before = config.to_dict()
+    classify.prepare_classifier(tiny_bert(), config)
+    assert config.to_dict() == before
 
 
 def test_fixed_prompt_reproduces_p_tuning_without_the_encoder(tokenizer) -> None:
@@ -133,3 +213,5 @@ def test_fixed_prompt_reproduces_p_tuning_without_the_encoder(tokenizer) -> None
     expected = classify.predict_logits(tuned, tokenizer, texts)
     got = classify.logits_with_fixed_prompt(plain, tokenizer, prompt, texts)
     assert torch.allclose(expected, got, atol=1e-6)
+    batched = classify.logits_with_fixed_prompt(plain, tokenizer, prompt, texts, batch_size=1)
+    assert torch.allclose(classify.predict_logits(tuned, tokenizer, texts, batch_size=1), batched, atol=1e-6)

@@ -101,3 +101,105 @@ def test_generate_batch_restores_padding_side_on_error(tiny_lm) -> None:
         generate_batch(_BrokenModel(), tokenizer, [[{"role": "user", "content": "Hi"}]], max_new_tokens=2,
                        show_progress=False)
     assert tokenizer.padding_side == "right"
+
+
+# --- common_utils.training.peft_lab: the scoring and comparison steps PEFT Labs 01-05 share ---------------------
+
+
+def _rows(n: int = 3):
+    from datasets import Dataset
+
+    people = [{"name": f"P{i}", "age": 20 + i, "city": "Lisbon"} for i in range(n)]
+    return Dataset.from_list([{"input": f"P{i} is {20 + i}, from Lisbon.", "output": json.dumps(person)}
+                              for i, person in enumerate(people)])
+
+
+def _lab(tmp_path):
+    from types import SimpleNamespace
+
+    from common_utils.training.peft_lab import ExtractionLab
+
+    return ExtractionLab(SimpleNamespace(eval_samples=3, max_new_tokens=8), tmp_path / "outputs")
+
+
+def test_score_table_has_a_delta_column_for_two_models_only() -> None:
+    from common_utils.training.peft_lab import score_table
+
+    base = score_extraction(["no"], [REFERENCE])
+    tuned = score_extraction([json.dumps(REFERENCE)], [REFERENCE])
+    two = score_table({"base": base, "ia3": tuned}).splitlines()
+    assert two[0].split() == ["metric", "base", "ia3", "delta"]
+    assert two[1].split() == ["exact_match", "0.000", "1.000", "+1.000"]
+    three = score_table({"base": base, "a": tuned, "b": base}).splitlines()
+    assert three[0].split() == ["metric", "base", "a", "b"] and len(three) == 6
+
+
+def test_lab_score_records_the_section_and_mistakes_lists_the_wrong_rows(tmp_path, capsys) -> None:
+    from common_utils import read_metrics
+
+    lab, rows = _lab(tmp_path), _rows()
+    good = list(rows["output"])
+    bad = [good[0], "I cannot answer", good[2].replace("Lisbon", "Porto")]
+    scores = lab.score({"base": bad, "lora": good}, rows=rows)
+    assert scores["lora"]["exact_match"] == 1.0 and scores["base"]["exact_match"] == pytest.approx(1 / 3)
+    assert read_metrics(lab.metrics)["inference"] == scores
+    lab.score({"other": good}, section=None, rows=rows)
+    assert list(read_metrics(lab.metrics)) == ["inference"], "section=None records nothing"
+    wrong = lab.mistakes(bad, rows=rows)
+    assert [row["input"] for row, _ in wrong] == [rows[1]["input"], rows[2]["input"]]
+    assert "2 mistake(s) out of 3" in capsys.readouterr().out
+
+
+def test_lab_show_prints_each_model_under_the_row(tmp_path, capsys) -> None:
+    lab, rows = _lab(tmp_path), _rows()
+    lab.show({"base": ["x", "y", "z"], "tuned": ["1", "2", "3"]}, n=2, rows=rows)
+    out = capsys.readouterr().out
+    assert out.count("want") == 2 and "tuned: '2'" in out and "'z'" not in out
+
+
+def test_compare_logits_ignores_padding_unless_asked() -> None:
+    import torch
+
+    from common_utils.training.peft_lab import compare_logits
+
+    first = torch.zeros(1, 3, 2)
+    second = first.clone()
+    second[0, 2] = 5.0  # a padded position
+    first[0, 0, 0] = -4.0
+    batch = {"attention_mask": torch.tensor([[1, 1, 0]])}
+    gap = compare_logits(first, second, batch)
+    assert (gap.max_abs, gap.scale, gap.relative) == (4.0, 4.0, 1.0)
+    assert compare_logits(first, second, batch, include_padding=True).max_abs == 5.0
+    assert "4.00e+00" in str(gap)
+    soft_prompt = torch.zeros(1, 5, 2)  # two virtual tokens in front of the batch's three positions
+    shifted = soft_prompt.clone()
+    shifted[0, 0] = 2.0
+    shifted[0, 4] = 9.0  # padded
+    assert compare_logits(soft_prompt, shifted, batch).max_abs == 2.0
+    assert compare_logits(soft_prompt, shifted, batch, include_padding=True).max_abs == 9.0
+
+
+def test_forward_latency_interleaves_rounds_and_reports_overhead(capsys) -> None:
+    from common_utils.training.peft_lab import forward_latency_ms
+
+    order = []
+    latency = forward_latency_ms({"base": lambda: order.append("base"), "prompt": lambda: order.append("prompt")},
+                                 rounds=2, repeats=1, warmup=0)
+    assert order == ["base", "prompt", "base", "prompt"], "each round times every pass"
+    assert set(latency.ms) == {"base", "prompt"} and latency.overhead("base") == 0.0
+    assert "load average" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_chat_batch_and_forward_pass_on_the_course_model(tiny_lm) -> None:
+    import torch
+
+    from common_utils.training.peft_lab import chat_batch, compare_logits, forward_pass, logits_of
+
+    model, tokenizer = tiny_lm
+    batch = chat_batch(tokenizer, [{"instruction": "Extract.", "input": "Ana is 3."},
+                                   {"instruction": "Extract.", "input": "Bo, 40, lives in a town by the sea."}])
+    assert batch["input_ids"].shape[0] == 2 and batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum()
+    logits = logits_of(model, batch)
+    assert logits.dtype == torch.float32 and compare_logits(logits, model, batch).max_abs == 0.0
+    forward_pass(model, batch)()  # runs; adapter=False needs a peft model's disable_adapter()

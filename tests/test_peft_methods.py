@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from common_utils import count_parameters
-from common_utils import apply_peft, make_peft_config
-from common_utils.peft.methods import PEFT_METHODS
+from common_utils import apply_peft, count_parameters, make_peft_config
 from common_utils.core.runtime import PROFILES
 from common_utils.core.runtime import Sizes as Profile
+from common_utils.peft.methods import PEFT_METHODS
+
+LAB01 = Path(__file__).resolve().parents[1] / "01-Core_Training_Techniques" / "02-Labs" / "PEFT_Labs" / "Lab-01-LoRA"
 
 
 def test_registry_has_lora_and_qlora() -> None:
@@ -25,7 +27,9 @@ def test_registry_has_lora_and_qlora() -> None:
 
 @pytest.mark.parametrize("profile_name", sorted(PROFILES))
 def test_lora_config_sizes_come_from_the_profile(profile_name: str) -> None:
-    profile = PROFILES[profile_name]
+    from common_utils import lab_sizes
+
+    profile = lab_sizes(LAB01, profile_name)  # LoRA sizes live in the lab's lab.yaml, per profile
     config = make_peft_config("lora", profile)
     assert (config.r, config.lora_alpha) == (profile.lora_r, profile.lora_alpha)
     assert config.target_modules == "all-linear"

@@ -13,10 +13,22 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
-from common_utils.peft.adapters import (adapter_targets, AdapterConfig, add_adapters, has_adapters, is_adapter_dir, load_adapters, save_adapters)
-from common_utils import count_parameters
-from common_utils import apply_peft, make_peft_config
-from common_utils.peft.methods import (default_learning_rate, PEFT_METHODS, prefix_kv_dim, trainable_param_formula)
+from common_utils import apply_peft, count_parameters, make_peft_config
+from common_utils.peft.adapters import (
+    AdapterConfig,
+    adapter_targets,
+    add_adapters,
+    has_adapters,
+    is_adapter_dir,
+    load_adapters,
+    save_adapters,
+)
+from common_utils.peft.methods import (
+    PEFT_METHODS,
+    default_learning_rate,
+    prefix_kv_dim,
+    trainable_param_formula,
+)
 
 METHODS = ["adapter", "prompt_tuning", "prefix_tuning", "ia3"]
 IDENTITY_AT_INIT = {"adapter", "ia3"}
@@ -192,3 +204,54 @@ def test_median_seconds_times_the_call_and_rejects_zero_repeats() -> None:
     assert len(calls) == 5 and 0.009 < seconds < 0.5
     with pytest.raises(ValueError, match="repeats"):
         median_seconds(lambda: None, repeats=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_apply_peft_takes_the_config_written_out_and_leaves_it_untouched(method, tiny_llama) -> None:
+    """A notebook may write the config itself (IA3Config(...), AdapterConfig(...)): apply_peft gives the same
+    model as the method name, and peft's in-place filling of the config does not leak into the notebook's."""
+    from common_utils.peft.methods import method_of
+
+    if method == "adapter":
+        config = AdapterConfig()
+    else:
+        config = make_peft_config(method, model=tiny_llama)
+    before = copy.deepcopy(config)
+    by_config = apply_peft(copy.deepcopy(tiny_llama), config)
+    by_name = apply_peft(copy.deepcopy(tiny_llama), method)
+    assert count_parameters(by_config).trainable == count_parameters(by_name).trainable
+    assert config == before, "apply_peft must not fill the caller's config in place"
+    assert method_of(config) == method
+
+
+def test_apply_peft_rejects_a_config_with_overrides(tiny_llama) -> None:
+    with pytest.raises(TypeError, match="config object or overrides"):
+        apply_peft(copy.deepcopy(tiny_llama), AdapterConfig(), bottleneck=4)
+
+
+def test_method_of_names_the_course_method() -> None:
+    from peft import LoraConfig, PrefixTuningConfig
+
+    from common_utils.peft.methods import method_of
+
+    assert method_of(LoraConfig(r=2)) == "lora"
+    assert method_of(PrefixTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM")) == "prefix_tuning"
+    assert method_of(AdapterConfig(bottleneck=4)) == "adapter"
+    with pytest.raises(TypeError, match="not a config the course knows"):
+        method_of(object())
+
+
+def test_make_peft_config_with_a_model_fills_what_apply_peft_fills(tiny_llama) -> None:
+    """So a hand-written config can be checked against the recipe a later stage rebuilds with."""
+    from peft import IA3Config, PromptTuningConfig, PromptTuningInit
+
+    from common_utils.peft.methods import IA3_TARGETS
+
+    targets, feedforward = IA3_TARGETS["llama"]
+    assert make_peft_config("ia3", model=tiny_llama) == IA3Config(task_type="CAUSAL_LM", target_modules=targets,
+                                                                  feedforward_modules=feedforward)
+    model = copy.deepcopy(tiny_llama)
+    model.name_or_path = "/models/tiny"
+    assert make_peft_config("prompt_tuning", model=model, init_text="Extract.") == PromptTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=20, prompt_tuning_init=PromptTuningInit.TEXT,
+        prompt_tuning_init_text="Extract.", tokenizer_name_or_path="/models/tiny")

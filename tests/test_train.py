@@ -12,12 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from common_utils import save_pretrained_atomic
+from common_utils import loss_history, loss_reduction, save_pretrained_atomic
 from common_utils.core.runtime import Sizes as Profile
+from common_utils.training.sft import FinetuneRun, course_sft_config, finetune_extraction
 
-from .conftest import LAB01
-from common_utils import loss_history, loss_reduction
-from common_utils.training.sft import course_sft_config, finetune_extraction, FinetuneRun
+LAB01 = Path(__file__).resolve().parents[1] / "01-Core_Training_Techniques" / "02-Labs" / "PEFT_Labs" / "Lab-01-LoRA"
 
 
 def test_loss_reduction() -> None:
@@ -175,10 +174,123 @@ def test_ensure_adapter_rebuilds_a_missing_adapter(profile: Profile, tmp_path: P
     import common_utils.training.sft as train
 
     calls = []
-    monkeypatch.setattr(train, "finetune_extraction", lambda *args, **kwargs: calls.append((args, kwargs)))
+
+    def fake_finetune(*args, **kwargs) -> None:
+        calls.append((args, kwargs))
+        (tmp_path / "adapter").mkdir()
+        (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+
+    monkeypatch.setattr(train, "finetune_extraction", fake_finetune)
     assert train.ensure_adapter("qlora", profile, tmp_path, quantization="4bit") == tmp_path / "adapter"
     assert calls == [(("qlora", profile, tmp_path), {"quantization": "4bit"})]
     assert "not found" in capsys.readouterr().out
+
+
+def test_ensure_adapter_fails_when_the_rebuild_saves_nothing(profile: Profile, tmp_path: Path, monkeypatch) -> None:
+    """ensure_adapter goes through core.artifacts.ensure: a rebuild that writes no adapter must not pass silently."""
+    import common_utils.training.sft as train
+
+    monkeypatch.setattr(train, "finetune_extraction", lambda *args, **kwargs: None)
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        train.ensure_adapter("lora", profile, tmp_path)
+
+
+def _stub_training(monkeypatch) -> list:
+    """Replace model loading and training in finetune_extraction by stubs; returns the list of SFT configs used."""
+    import common_utils.core.models as models
+    import common_utils.training.sft as train
+
+    used = []
+    model = SimpleNamespace(peft_config={})
+    monkeypatch.setattr(models, "load_causal_lm", lambda key, quantization=None: (object(), object()))
+    monkeypatch.setattr("common_utils.peft.methods.apply_peft", lambda m, method, profile=None, **kw: model)
+    monkeypatch.setattr(train, "extraction_train_set", lambda limit=None: [])
+    monkeypatch.setattr(train, "make_sft_trainer", lambda m, tok, data, config: used.append(config) or SimpleNamespace(
+        model=model, state=SimpleNamespace(log_history=[{"step": 1, "loss": 1.0}]), args=config))
+    monkeypatch.setattr(train, "run_sft", lambda trainer, resume=True: trainer)
+    monkeypatch.setattr("common_utils.core.artifacts.save_pretrained_atomic", lambda path, *objects: Path(path))
+    return used
+
+
+def test_finetune_extraction_takes_a_config_object_and_the_same_defaults(profile: Profile, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """A notebook that writes its IA3Config by hand trains with the SFTConfig the method name would get, so
+    a later stage that rebuilds with ensure_adapter("ia3") reproduces the run."""
+    from peft import IA3Config
+
+    from common_utils.peft.methods import default_learning_rate
+
+    used = _stub_training(monkeypatch)
+    config = IA3Config(target_modules=["k_proj"], feedforward_modules=[], task_type="CAUSAL_LM")
+    finetune_extraction(config, profile, tmp_path)
+    finetune_extraction("ia3", profile, tmp_path)
+    assert used[0].to_dict() == used[1].to_dict()
+    assert used[0].learning_rate == default_learning_rate("ia3", profile)
+    assert used[0].output_dir == str(tmp_path / "checkpoints")
+
+
+def test_finetune_extraction_uses_a_given_sft_config(profile: Profile, tmp_path: Path, monkeypatch) -> None:
+    used = _stub_training(monkeypatch)
+    sft_config = course_sft_config(profile, tmp_path / "elsewhere", learning_rate=7e-3)
+    run = finetune_extraction("lora", profile, tmp_path, sft_config=sft_config)
+    assert used == [sft_config]
+    assert run.measured()["learning_rate"] == 7e-3 and run.measured()["steps"] == profile.train_steps
+    with pytest.raises(TypeError, match="fields of sft_config"):
+        finetune_extraction("lora", profile, tmp_path, sft_config=sft_config, learning_rate=1e-3)
+
+
+def test_finetune_run_summary_and_measured() -> None:
+    from common_utils.core.monitor import PeakMemory
+
+    args = SimpleNamespace(max_steps=12, learning_rate=1e-2)
+    run = FinetuneRun(model=None, tokenizer=None, trainer=SimpleNamespace(args=args), history=[(1, 0.3), (12, 0.012)],
+                      seconds=26.6, peak=PeakMemory(600.0, 1900.0, None), adapter_dir=Path("adapter"))
+    assert run.summary() == "12 steps in 26.6 s, loss 0.300 -> 0.012, peak RSS 1900 MB (+1300 MB while training)"
+    assert run.measured() == {"seconds": 26.6, "steps": 12, "learning_rate": 1e-2, "peak_rss_mb": 1900.0,
+                              "train_rss_increase_mb": 1300.0, "cuda_peak_mb": None, "loss_first": 0.3,
+                              "loss_last": 0.012}
+
+
+def test_config_as_code_shows_what_differs_from_the_defaults(profile: Profile, tmp_path: Path) -> None:
+    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit
+
+    from common_utils.peft.adapters import AdapterConfig
+    from common_utils.training.sft import config_as_code
+
+    prefix = config_as_code(PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=10, prefix_projection=True))
+    assert prefix == "PrefixTuningConfig(\n    task_type='CAUSAL_LM',\n    num_virtual_tokens=10,\n    prefix_projection=True,\n)"
+    prompt = config_as_code(PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4,
+                                               prompt_tuning_init=PromptTuningInit.RANDOM))
+    assert "num_virtual_tokens=4," in prompt and "prompt_tuning_init" not in prompt, "RANDOM is the default"
+    assert config_as_code(AdapterConfig()) == "AdapterConfig()"
+    sft = config_as_code(course_sft_config(profile, tmp_path, learning_rate=5e-3))
+    assert sft.startswith("SFTConfig(\n") and f"output_dir={str(tmp_path)!r}," in sft
+    assert "learning_rate=0.005," in sft and f"max_steps={profile.train_steps}," in sft
+    assert "seed=" not in sft, "the course's seed is TRL's default: not a setting to write"
+
+
+def test_show_loss_tokens_marks_the_answer_and_eos(capsys) -> None:
+    from common_utils.training.sft import eos_carries_loss, show_loss_tokens
+
+    class Tokenizer:
+        eos_token, pad_token_id = "<eos>", 0
+        vocab = {1: "Q", 2: "A", 3: "<eos>"}
+
+        def convert_ids_to_tokens(self, ids):
+            return [self.vocab[i] for i in ids]
+
+        def decode(self, ids, **kwargs):
+            return "".join(self.vocab[i] for i in ids)
+
+    import torch
+
+    batch = {"input_ids": torch.tensor([[1, 2, 3]]), "labels": torch.tensor([[-100, 2, 3]])}
+    trainer = SimpleNamespace(get_train_dataloader=lambda: iter([batch]), processing_class=Tokenizer())
+    table = show_loss_tokens(trainer)
+    out = capsys.readouterr().out
+    assert "Q[A][<eos>]" in out and "2 of 3 tokens carry loss" in out
+    assert eos_carries_loss(table, Tokenizer())
+    assert not eos_carries_loss([(text, text == "A") for text, _ in table], Tokenizer())
 
 
 def test_prefix_tuning_with_projection_is_not_resumed_from_checkpoints() -> None:

@@ -152,12 +152,37 @@ def default_learning_rate(method: str, profile) -> float:
     return profile.learning_rate * LR_MULTIPLIER.get(method, 1.0)
 
 
-def make_peft_config(method: str, profile=None, **overrides: Any):
-    """The method's peft config (only for methods peft implements)."""
+def make_peft_config(method: str, profile=None, model=None, **overrides: Any):
+    """The method's peft config (only for methods peft implements): the course's recipe for it.
+
+    With `model`, the defaults that depend on the model are filled in as apply_peft fills them ((IA)^3
+    targets by model type, the tokenizer of a text-initialised soft prompt), so a notebook that writes
+    its config by hand can check it equals the recipe a later stage rebuilds with."""
     spec = get_method(method)
     if spec.applies_itself:
         raise TypeError(f"{method} is not a peft config method; use apply_peft(model, {method!r}).")
+    if model is not None:
+        overrides = _with_model_defaults(method, model, overrides)
     return spec.build(**_with_profile_defaults(spec, profile, overrides))
+
+
+# peft's PeftType value -> the course's method name (the inverse of the builders above)
+PEFT_TYPE_METHODS: dict[str, str] = {"LORA": "lora", "PROMPT_TUNING": "prompt_tuning", "PREFIX_TUNING": "prefix_tuning",
+                                     "IA3": "ia3", "P_TUNING": "p_tuning"}
+
+
+def method_of(config) -> str:
+    """The course's method name of a config object: "adapter" for an AdapterConfig, else from the peft
+    config's peft_type (a PrefixTuningConfig is "prefix_tuning"); "qlora" is LoRA on a 4-bit base."""
+    from common_utils.peft.adapters import AdapterConfig
+
+    if isinstance(config, AdapterConfig):
+        return "adapter"
+    peft_type = getattr(getattr(config, "peft_type", None), "value", None)
+    if peft_type not in PEFT_TYPE_METHODS:
+        raise TypeError(f"{type(config).__name__} is not a config the course knows (peft_type={peft_type!r}); "
+                        f"known: AdapterConfig and peft configs of types {sorted(PEFT_TYPE_METHODS)}")
+    return PEFT_TYPE_METHODS[peft_type]
 
 
 def lora_param_formula(model, r: int, target_modules: list[str] | None = None) -> int:
@@ -182,10 +207,20 @@ def is_quantized(model) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
 
-def apply_peft(model, method: str, profile=None, **overrides: Any):
-    """Wrap `model` with the method's trainable parameters; everything else is frozen."""
+def apply_peft(model, method, profile=None, **overrides: Any):
+    """Wrap `model` with the method's trainable parameters; everything else is frozen.
+
+    `method` is a registered name ("lora", "ia3", ...; sizes from `profile`, `overrides` win) or a
+    config written out by hand: a peft config (`IA3Config(...)`) or an `AdapterConfig`. The config
+    object is copied first, because peft fills fields of the config it is given."""
+    import copy
+
     from peft import get_peft_model, prepare_model_for_kbit_training
 
+    if not isinstance(method, str):
+        if overrides:
+            raise TypeError(f"pass either a config object or overrides, not both (got {', '.join(overrides)})")
+        return _apply_config(model, copy.deepcopy(method))
     spec = get_method(method)
     if spec.needs_quantized_base and not is_quantized(model):
         raise ValueError(f"{method} trains over a quantized base. Load it with "
@@ -195,7 +230,20 @@ def apply_peft(model, method: str, profile=None, **overrides: Any):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if spec.applies_itself:
         return spec.build(model, **_with_profile_defaults(spec, profile, overrides))
-    return get_peft_model(model, make_peft_config(method, profile, **_with_model_defaults(method, model, overrides)))
+    return get_peft_model(model, make_peft_config(method, profile, model=model, **overrides))
+
+
+def _apply_config(model, config):
+    """apply_peft for a config object: bottleneck adapters insert themselves, peft wraps the rest."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if method_of(config) == "adapter":
+        from common_utils.peft.adapters import add_adapters
+
+        return add_adapters(model, config)
+    if is_quantized(model):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, config)
 
 
 def ia3_scales(model) -> dict[str, list]:

@@ -10,11 +10,20 @@ Every run saves the same small artifact whatever the method: the tensors that tr
 (`trainable.safetensors`) and a run record (`run.json`). One format serves the methods peft lacks
 (BitFit, bottleneck adapters) as well as peft's own, and a later stage rebuilds the model by
 applying the same method to a fresh base and loading those tensors.
+
+Recipes take the lab's `sizes` (`lab_sizes()`: train_steps, batch_size, max_length, eval_batch_size,
+plus the profile's encoder and seed). The second half of the module holds what the NLU labs' stages
+share around a run, so each notebook keeps only what its method teaches: the untrained baseline
+(`untrained_scores`), several seeds of one method (`finetune_seeds`, `runs_table`, `seed_summary`), a
+per-class report of a reloaded model (`class_report`) and the logits comparison that proves a
+deployment reproduces the trained model (`deploy_check`).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,8 @@ BASELINES = ("full", "head")  # not PEFT methods, but the two ends every compari
 
 # Tokens per sentence when a caller gives no max_length (the smoke sizes of the NLU labs' lab.yaml).
 DEFAULT_MAX_LENGTH = 32
+# Sentences per forward pass when scoring, when the lab's sizes declare no eval_batch_size.
+DEFAULT_EVAL_BATCH = 64
 
 # Learning rate per method. Methods that train few parameters far from the output (biases, prompts)
 # need much larger steps than full fine-tuning, as their papers report. Unknown methods use DEFAULT_LR.
@@ -92,18 +103,20 @@ def method_name(method: Any) -> str:
     return str(getattr(method.peft_type, "value", method.peft_type)).lower()
 
 
-def prepare_classifier(model, method: Any, profile=None, **overrides: Any):
+def prepare_classifier(model, method: Any, sizes=None, **overrides: Any):
     """Make `model` (an encoder with a sequence-classification head) train the way `method` says.
 
     "full": every weight trains. "head": only the head. Any registered PEFT method: applied through
     the factory, with peft's SEQ_CLS task type so peft keeps the new head trainable too. A peft
-    config object (task_type="SEQ_CLS") is applied as is."""
+    config object (task_type="SEQ_CLS") is applied as written (a copy: the caller's object stays as is)."""
     from common_utils.peft.methods import apply_peft, get_method
 
     if not isinstance(method, str):  # a peft config object, e.g. PromptTuningConfig for a side experiment
+        import copy
+
         from peft import get_peft_model
 
-        return get_peft_model(model, method)
+        return get_peft_model(model, copy.deepcopy(method))  # peft fills fields of the config it is given
     if method == "full":
         _freeze_all_but(model, lambda name: True)
         return model
@@ -120,16 +133,16 @@ def prepare_classifier(model, method: Any, profile=None, **overrides: Any):
         raise KeyError(f"{error.args[0]}; or a baseline: {', '.join(BASELINES)}") from None
     if not spec.applies_itself:
         overrides = {"task_type": "SEQ_CLS", **overrides}
-    return apply_peft(model, method, profile, **overrides)
+    return apply_peft(model, method, sizes, **overrides)
 
 
-def course_classify_args(profile, output_dir: str | Path, method: Any, **overrides: Any):
-    """TrainingArguments with the course defaults for encoder classification; any field can be overridden."""
+def course_classify_args(sizes, output_dir: str | Path, method: Any, **overrides: Any):
+    """TrainingArguments with the course defaults for encoder classification (steps, batch and seed from
+    the lab's `sizes`); any field can be overridden."""
     from transformers import TrainingArguments
 
     from common_utils.core.runtime import get_device
 
-    sizes = profile  # the lab's Sizes: train_steps, batch_size, max_length (lab.yaml)
     device = get_device()
     defaults: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -140,7 +153,7 @@ def course_classify_args(profile, output_dir: str | Path, method: Any, **overrid
         logging_steps=1,
         save_strategy="no",  # runs take seconds: a finished run is reused, an interrupted one restarts
         report_to="none",
-        seed=profile.seed,
+        seed=sizes.seed,
         remove_unused_columns=False,  # PeftModel.forward hides the encoder's argument names
         dataloader_num_workers=0,
         dataloader_pin_memory=device.type == "cuda",
@@ -158,85 +171,118 @@ def make_classify_trainer(model, tokenizer, train_dataset, args):
                    data_collator=DataCollatorWithPadding(tokenizer))
 
 
-def predict_labels(model, tokenizer, texts: list[str], max_length: int | None = None,
-                   batch_size: int = 64) -> list[int]:
-    """Argmax label ids for raw texts, in eval mode without gradients, batch by batch."""
-    import torch
-
-    max_length = max_length or DEFAULT_MAX_LENGTH
-    texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
-    model.eval()
-    device = next(model.parameters()).device
-    predictions: list[int] = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
-            batch.pop("token_type_ids", None)
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            predictions.extend(logits.argmax(dim=-1).tolist())
-    return predictions
+def eval_batch_size(sizes) -> int:
+    """Sentences per scoring pass: the lab's `eval_batch_size`, else DEFAULT_EVAL_BATCH."""
+    return getattr(sizes, "eval_batch_size", DEFAULT_EVAL_BATCH) if sizes is not None else DEFAULT_EVAL_BATCH
 
 
-def predict_logits(model, tokenizer, texts: list[str], max_length: int | None = None):
-    """Logits for raw texts (one batch): what 'identical predictions' checks compare."""
-    import torch
-
-    max_length = max_length or DEFAULT_MAX_LENGTH
-    texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
-    model.eval()
-    device = next(model.parameters()).device
-    batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+def _tokenized(tokenizer, texts: list[str], max_length: int | None, device):
+    """One padded batch for `model(**batch)`: token_type_ids dropped (see tokenize_split)."""
+    batch = tokenizer(list(texts), truncation=True, max_length=max_length or DEFAULT_MAX_LENGTH, padding=True,
+                      return_tensors="pt")
     batch.pop("token_type_ids", None)
+    return batch.to(device)
+
+
+def predict_logits(model, tokenizer, texts: list[str], max_length: int | None = None,
+                   batch_size: int | None = None):
+    """Logits for raw texts, in eval mode without gradients: what 'identical predictions' checks compare.
+
+    batch_size=None runs every text in one batch. Two logits tensors compare exactly only when they
+    were computed with the same batching (padding lengths change the floating-point sums)."""
+    import torch
+
+    texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
+    model.eval()
+    device = next(model.parameters()).device
+    step = batch_size or max(len(texts), 1)
+    chunks = []
     with torch.no_grad():
-        return model(**{k: v.to(device) for k, v in batch.items()}).logits.cpu()
+        for start in range(0, len(texts), step):
+            batch = _tokenized(tokenizer, texts[start:start + step], max_length, device)
+            chunks.append(model(**batch).logits.cpu())
+    return torch.cat(chunks)
 
 
-def logits_with_fixed_prompt(model, tokenizer, prompt, texts: list[str], max_length: int | None = None):
+def predict_labels(model, tokenizer, texts: list[str], max_length: int | None = None,
+                   batch_size: int = DEFAULT_EVAL_BATCH) -> list[int]:
+    """Argmax label ids for raw texts, in eval mode without gradients, batch by batch."""
+    return predict_logits(model, tokenizer, texts, max_length, batch_size).argmax(dim=-1).tolist()
+
+
+def logits_with_fixed_prompt(model, tokenizer, prompt, texts: list[str], max_length: int | None = None,
+                             batch_size: int | None = None):
     """Logits of a plain transformers classifier with a fixed soft prompt prepended to every input.
 
     This is what a prompt-learning model (prompt tuning, P-Tuning) computes at inference, written out
     without peft: embed the tokens, put the `prompt` vectors (num_virtual_tokens x hidden) in front,
     extend the attention mask with ones. P-Tuning's prompt encoder is only needed to produce `prompt`
-    once, so a deployment can ship these vectors instead of the encoder."""
+    once, so a deployment can ship these vectors instead of the encoder. Batched like predict_logits."""
     import torch
 
-    max_length = max_length or DEFAULT_MAX_LENGTH
     texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
     model.eval()
     device = next(model.parameters()).device
-    batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(device)
-    embeddings = model.get_input_embeddings()(batch["input_ids"])
-    prompt = prompt.to(device, embeddings.dtype).unsqueeze(0).expand(len(texts), -1, -1)
-    mask = torch.cat([torch.ones(len(texts), prompt.shape[1], dtype=batch["attention_mask"].dtype, device=device),
-                      batch["attention_mask"]], dim=1)
+    step = batch_size or max(len(texts), 1)
+    chunks = []
     with torch.no_grad():
-        return model(inputs_embeds=torch.cat([prompt, embeddings], dim=1), attention_mask=mask).logits.cpu()
+        for start in range(0, len(texts), step):
+            batch = _tokenized(tokenizer, texts[start:start + step], max_length, device)
+            embeddings = model.get_input_embeddings()(batch["input_ids"])
+            n = embeddings.shape[0]
+            prefix = prompt.to(device, embeddings.dtype).unsqueeze(0).expand(n, -1, -1)
+            mask = torch.cat([torch.ones(n, prefix.shape[1], dtype=batch["attention_mask"].dtype, device=device),
+                              batch["attention_mask"]], dim=1)
+            chunks.append(model(inputs_embeds=torch.cat([prefix, embeddings], dim=1), attention_mask=mask).logits.cpu())
+    return torch.cat(chunks)
+
+
+def split_rows(split: str = "test", limit: int | None = None):
+    """Rows (text, label, label_text) of a split of the course classification set."""
+    from common_utils.data import load_course_dataset
+
+    return load_course_dataset(DATASET, split, limit=limit)
+
+
+def eval_logits(model, tokenizer, sizes, prompt=None, split: str = "test"):
+    """Logits for every sentence of `split` at the lab's max_length, in eval_batch_size batches; with
+    `prompt`, through logits_with_fixed_prompt (a plain model plus a fixed soft prompt). Every call
+    batches alike, so logits of two models compare exactly."""
+    texts = split_rows(split)["text"]
+    if prompt is not None:
+        return logits_with_fixed_prompt(model, tokenizer, prompt, texts, sizes.max_length, eval_batch_size(sizes))
+    return predict_logits(model, tokenizer, texts, sizes.max_length, eval_batch_size(sizes))
+
+
+def _scores(logits, labels) -> dict[str, float]:
+    import torch
+
+    labels = torch.as_tensor(list(labels))
+    accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
+    loss = torch.nn.functional.cross_entropy(logits.float(), labels).item()
+    return {"accuracy": accuracy, "loss": loss, "n": len(labels)}
 
 
 def evaluate_classifier(model, tokenizer, split: str = "test", max_length: int | None = None,
-                        limit: int | None = None, batch_size: int = 64) -> dict[str, float]:
+                        limit: int | None = None, batch_size: int = DEFAULT_EVAL_BATCH) -> dict[str, float]:
     """Accuracy and mean cross-entropy on a held-out split of the course classification set.
 
     The loss matters when accuracy saturates: two runs at 100% accuracy can differ a lot in how
     confident (and how well calibrated) they are."""
-    import torch
-
-    from common_utils.data import load_course_dataset
-
-    rows = load_course_dataset(DATASET, split, limit=limit)
-    texts, labels = rows["text"], torch.tensor(rows["label"])
-    logits = torch.cat([predict_logits(model, tokenizer, texts[i:i + batch_size], max_length=max_length)
-                        for i in range(0, len(texts), batch_size)])
-    accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
-    loss = torch.nn.functional.cross_entropy(logits.float(), labels).item()
-    return {"accuracy": accuracy, "loss": loss, "n": len(texts)}
+    rows = split_rows(split, limit)
+    return _scores(predict_logits(model, tokenizer, rows["text"], max_length, batch_size), rows["label"])
 
 
 def evaluate_accuracy(model, tokenizer, split: str = "test", max_length: int | None = None,
                       limit: int | None = None) -> float:
     """Accuracy on a held-out split of the course classification set."""
     return evaluate_classifier(model, tokenizer, split, max_length=max_length, limit=limit)["accuracy"]
+
+
+def eval_scores(model, tokenizer, sizes, split: str = "test") -> dict[str, float]:
+    """evaluate_classifier at the lab's max_length and eval_batch_size: accuracy, loss, n."""
+    return evaluate_classifier(model, tokenizer, split, max_length=sizes.max_length,
+                               batch_size=eval_batch_size(sizes))
 
 
 def trainable_state(model) -> dict[str, Any]:
@@ -305,53 +351,60 @@ class ClassifierRun:
         data["trainable_percent"] = self.trainable_percent
         return data
 
+    def summary(self) -> dict[str, Any]:
+        """The numbers a lab reports for one run (metrics.json): size, score, cost, loss first/last."""
+        return {"trainable": self.trainable, "trainable_percent": self.trainable_percent, "accuracy": self.accuracy,
+                "test_loss": self.test_loss, "seconds": self.seconds, "peak_rss_mb": self.peak_rss_mb,
+                "cuda_peak_mb": self.cuda_peak_mb, "loss_first": self.history[0][1],
+                "loss_last": self.history[-1][1], "steps": len(self.history),
+                "learning_rate": self.settings.get("learning_rate")}
 
-def _settings(method: Any, profile, args, n_examples: int, model_key: str,
+
+def _settings(method: Any, sizes, args, n_examples: int, model_key: str,
               overrides: dict[str, Any]) -> dict[str, Any]:
     config = {} if isinstance(method, str) else {k: str(v) for k, v in sorted(method.to_dict().items())}
     return {"method": method_name(method), "peft_config": config, "model": model_key, "examples": n_examples,
             "max_steps": args.max_steps, "batch_size": args.per_device_train_batch_size,
             "learning_rate": args.learning_rate, "seed": args.seed,
-            "max_length": profile.max_length,
+            "max_length": sizes.max_length,
             "overrides": {k: str(v) for k, v in sorted(overrides.items())}}
 
 
-def load_base_classifier(profile, num_labels: int = 4):
-    """The profile's encoder with a new classification head, seeded so the head starts the same way
+def load_base_classifier(sizes, num_labels: int = 4):
+    """The sizes' encoder with a new classification head, seeded so the head starts the same way
     every time (methods that keep the head frozen rely on that)."""
     from common_utils.core.models import load_encoder
     from common_utils.core.runtime import seed_everything
 
-    seed_everything(profile.seed)
-    return load_encoder(profile.encoder, num_labels=num_labels)
+    seed_everything(sizes.seed)
+    return load_encoder(sizes.encoder, num_labels=num_labels)
 
 
-def finetune_classifier(method: Any, profile, output_dir: str | Path, max_steps: int | None = None,
+def finetune_classifier(method: Any, sizes, output_dir: str | Path, max_steps: int | None = None,
                         learning_rate: float | None = None, reuse: bool = True,
                         **peft_overrides: Any) -> ClassifierRun:
     """Train the encoder classifier with `method` ("full", "head", any registered PEFT method, or a
-    peft config object),
-    save what changed to `output_dir`, score the test split, and return the run record.
+    peft config object) for the lab's `sizes`, save what changed to `output_dir`, score the test
+    split, and return the run record.
 
     With reuse=True a finished run with the same settings is loaded instead of retrained, so later
     stages (and the comparison) can call this freely; changed settings retrain from scratch."""
     from common_utils.core.artifacts import atomic_file
-    from common_utils.core.monitor import count_parameters, Timer, track_peak_memory
+    from common_utils.core.monitor import Timer, count_parameters, track_peak_memory
     from common_utils.core.runtime import seed_everything
     from common_utils.training.sft import loss_history, stable_hash
 
     output_dir = Path(output_dir)
-    model, tokenizer = load_base_classifier(profile)
-    model = prepare_classifier(model, method, profile, **peft_overrides)
-    sizes = profile  # the lab's Sizes: train_steps, batch_size, max_length (lab.yaml)
+    model, tokenizer = load_base_classifier(sizes)
+    model = prepare_classifier(model, method, sizes, **peft_overrides)
     arg_overrides: dict[str, Any] = {}
     if max_steps is not None:
         arg_overrides["max_steps"] = max_steps
     if learning_rate is not None:
         arg_overrides["learning_rate"] = learning_rate
-    args = course_classify_args(profile, output_dir / "checkpoints", method, **arg_overrides)
+    args = course_classify_args(sizes, output_dir / "checkpoints", method, **arg_overrides)
     train_set = tokenize_split(tokenizer, "train", sizes.max_length)
-    settings = _settings(method, profile, args, len(train_set), getattr(model, "course_model_key", ""),
+    settings = _settings(method, sizes, args, len(train_set), getattr(model, "course_model_key", ""),
                          peft_overrides)
     fingerprint = stable_hash(settings)
     params = count_parameters(model)
@@ -369,27 +422,190 @@ def finetune_classifier(method: Any, profile, output_dir: str | Path, max_steps:
                                  settings=settings)
         print(f"Settings changed since the run in {output_dir} was saved: training again.")
 
-    seed_everything(profile.seed)
+    seed_everything(sizes.seed)
     trainer = make_classify_trainer(model, tokenizer, train_set, args)
     with track_peak_memory() as peak, Timer() as timer:
         trainer.train()
     model = trainer.model
     model.eval()
-    scores = evaluate_classifier(model, tokenizer, "test", max_length=sizes.max_length)
+    scores = eval_scores(model, tokenizer, sizes)
     run = ClassifierRun(method_name(method), model, tokenizer, loss_history(trainer), timer.seconds, peak.peak_rss_mb,
                         peak.cuda_peak_mb, params.trainable, params.total, scores["accuracy"], scores["loss"],
                         output_dir, settings=settings)
     save_trainable(weights, model)
     record = {**run.record(), "fingerprint": fingerprint}
-    with atomic_file(run_file) as tmp:
+    with atomic_file(run_file) as tmp:  # written last: its presence means the run finished
         tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     return run
 
 
-def ensure_classifier(method: Any, profile, output_dir: str | Path, **kwargs: Any) -> ClassifierRun:
+def ensure_classifier(method: Any, sizes, output_dir: str | Path, **kwargs: Any) -> ClassifierRun:
     """A later stage's entry point: reuse 02-Train's run when present, else say so and rebuild it
-    with the same recipe (finetune_classifier), so every stage runs on its own."""
-    if not (Path(output_dir) / RUN_FILE).exists():
-        print(f"{Path(output_dir) / RUN_FILE} not found: 02-Train has not run here. Training {method_name(method)} now "
-              f"with finetune_classifier (the same recipe as 02-Train) ...")
-    return finetune_classifier(method, profile, output_dir, **kwargs)
+    with the same recipe (finetune_classifier), so every stage runs on its own. The run record
+    (run.json, written last) is the artifact `ensure` looks for; a run saved with other settings is
+    retrained by finetune_classifier itself."""
+    from common_utils.core.artifacts import ensure
+
+    built: list[ClassifierRun] = []
+    ensure(Path(output_dir) / RUN_FILE, lambda: built.append(finetune_classifier(method, sizes, output_dir, **kwargs)),
+           made_by=f"02-Train: finetune_classifier({method_name(method)!r}, ...)")
+    return built[0] if built else finetune_classifier(method, sizes, output_dir, **kwargs)
+
+
+# --- What the NLU labs' stages share around a run: baseline, seeds, reports, deployment checks ---
+
+
+def untrained_scores(sizes) -> dict[str, float]:
+    """Test accuracy and loss of the seeded, untrained classifier: the baseline every stage must beat.
+
+    Measured, not read from an earlier stage's metrics: it costs one load and one pass over the test
+    split, and it is always the baseline of *these* sizes (same seed, hence the same random head)."""
+    model, tokenizer = load_base_classifier(sizes)
+    return eval_scores(model, tokenizer, sizes)
+
+
+def finetune_seeds(method: Any, sizes, output_dir: str | Path, seeds: Sequence[int],
+                   **kwargs: Any) -> list[ClassifierRun]:
+    """finetune_classifier once per seed (`output_dir/seed<N>`), everything else equal. A seed changes
+    the head's and the prompts' initial values and the order of the training data."""
+    return [finetune_classifier(method, sizes.with_overrides(seed=seed), Path(output_dir) / f"seed{seed}", **kwargs)
+            for seed in seeds]
+
+
+def _as_groups(runs: Mapping[str, ClassifierRun | Sequence[ClassifierRun]]) -> dict[str, list[ClassifierRun]]:
+    return {name: [group] if isinstance(group, ClassifierRun) else list(group) for name, group in runs.items()}
+
+
+def runs_table(runs: Mapping[str, ClassifierRun | Sequence[ClassifierRun]]) -> str:
+    """One line per run (a name maps to a run, or to its runs over seeds): seed, learning rate,
+    trainable parameters, training loss first -> last, test accuracy and loss, training seconds."""
+    lines = [f"{'run':14s} {'seed':>4s} {'lr':>7s} {'trainable':>11s} {'%':>8s} {'train loss':>15s} {'test acc':>8s} "
+             f"{'test loss':>9s} {'seconds':>7s}"]
+    for name, group in _as_groups(runs).items():
+        for run in group:
+            lines.append(f"{name:14s} {run.settings.get('seed', ''):>4} {run.settings.get('learning_rate', 0):>7.0e} "
+                         f"{run.trainable:>11,} {run.trainable_percent:>8.3f} "
+                         f"{run.history[0][1]:>6.3f} -> {run.history[-1][1]:<6.3f} "
+                         f"{run.accuracy:>8.3f} {run.test_loss:>9.3f} {run.seconds:>7.1f}")
+    return "\n".join(lines)
+
+
+def _spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+class SeedSummary(dict):
+    """seed_summary's result: a plain dict (method -> flat metrics, JSON-ready) that prints as a table
+    of mean ± standard deviation per method."""
+
+    def __str__(self) -> str:
+        lines = [f"{'method':14s} {'seeds':>5s} {'trainable':>10s} {'train loss (last 3)':>20s} {'test loss':>15s} "
+                 f"{'test acc':>15s} {'s/run':>6s}"]
+        for name, row in self.items():
+            cells = [f"{row[k + '_mean']:.3f} ± {row[k + '_std']:.3f}"
+                     for k in ("train_loss_last3", "test_loss", "accuracy")]
+            lines.append(f"{name:14s} {row['seeds']:>5d} {row['trainable']:>10,} {cells[0]:>20s} {cells[1]:>15s} "
+                         f"{cells[2]:>15s} {row['seconds_mean']:>6.1f}")
+        return "\n".join(lines)
+
+
+def seed_summary(runs: Mapping[str, Sequence[ClassifierRun]], window: int = 3) -> SeedSummary:
+    """Per method, over its seeds: mean and standard deviation of the final training loss (mean of the
+    last `window` steps), test loss and test accuracy, plus the worst seed's accuracy and loss
+    reduction (what a checkpoint asserts). Flat keys, ready for metrics.json; print it for a table."""
+    from common_utils.training.sft import loss_reduction
+
+    summary = SeedSummary()
+    for name, group in _as_groups(runs).items():
+        row: dict[str, float] = {"trainable": group[0].trainable, "trainable_percent": group[0].trainable_percent,
+                                 "seeds": len(group)}
+        measured = {"train_loss_last3": [sum(loss for _, loss in r.history[-window:]) / window for r in group],
+                    "test_loss": [r.test_loss for r in group], "accuracy": [r.accuracy for r in group]}
+        for key, values in measured.items():
+            row[f"{key}_mean"], row[f"{key}_std"] = _spread(values)
+        row["accuracy_min"] = min(measured["accuracy"])
+        row["loss_reduction_min"] = min(loss_reduction(r.history, window) for r in group)
+        row["seconds_mean"] = statistics.mean(r.seconds for r in group)
+        summary[name] = row
+    return summary
+
+
+@dataclass
+class ClassReport:
+    """Test-split scores of one model, per class, with the sentences it got wrong."""
+
+    accuracy: float
+    loss: float
+    per_class: dict[str, float]  # label text -> accuracy on that class
+    errors: list[int]  # row indices of the wrong predictions
+    predictions: list[int]
+
+    @property
+    def worst_class(self) -> float:
+        return min(self.per_class.values())
+
+    def metrics(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "loss": self.loss, "per_class": self.per_class, "errors": len(self.errors)}
+
+    def versus(self, base_accuracy: float, recorded: float) -> str:
+        """The numbers a reload checkpoint asserts: margin over the untrained baseline, the worst class,
+        and this accuracy against the one training recorded."""
+        return (f"margin over base {self.accuracy - base_accuracy:+.3f}; worst class {self.worst_class:.3f}; "
+                f"reloaded {self.accuracy:.3f} vs recorded {recorded:.3f}")
+
+
+def class_report(model, tokenizer, sizes, name: str = "model", show_errors: int = 5,
+                 split: str = "test") -> ClassReport:
+    """Score `model` on `split` and print its accuracy per class and its first wrong predictions: a
+    single accuracy can hide a class the model gave up on. Logits are batched as in finetune_classifier,
+    so a reloaded run reproduces the accuracy its training recorded exactly."""
+    rows = split_rows(split)
+    names = label_names()
+    logits = predict_logits(model, tokenizer, rows["text"], sizes.max_length, eval_batch_size(sizes))
+    scores = _scores(logits, rows["label"])
+    predicted, gold = logits.argmax(dim=-1).tolist(), list(rows["label"])
+    per_class = {}
+    print(f"{name}: test accuracy {scores['accuracy']:.3f}, test loss {scores['loss']:.3f}")
+    for label_id, label in enumerate(names):
+        members = [i for i, y in enumerate(gold) if y == label_id]
+        per_class[label] = sum(predicted[i] == label_id for i in members) / len(members)
+        print(f"  {label:12s} n={len(members):3d}  accuracy {per_class[label]:.3f}")
+    errors = [i for i, (p, y) in enumerate(zip(predicted, gold)) if p != y]
+    print(f"  {len(errors)} errors" + (":" if errors and show_errors else ""))
+    for i in errors[:show_errors]:
+        print(f"    want {names[gold[i]]:10s} got {names[predicted[i]]:10s} | {rows['text'][i]}")
+    return ClassReport(scores["accuracy"], scores["loss"], per_class, errors, predicted)
+
+
+@dataclass
+class DeployCheck:
+    """How a deployed model's logits compare with the trained model's, and with the untouched base's."""
+
+    max_diff: float  # max |logit difference| trained vs deployed
+    same_predictions: bool
+    base_agreement: float  # share of texts where the untouched base predicts like the trained model
+    base_max_shift: float  # max |logit difference| trained vs untouched base
+    n: int
+
+    def metrics(self) -> dict[str, float]:
+        return {"max_logit_diff": self.max_diff, "base_agreement": self.base_agreement,
+                "base_max_logit_shift": self.base_max_shift}
+
+    def __str__(self) -> str:
+        return (f"max |logit difference| trained vs deployed: {self.max_diff:.2e}; identical predictions: "
+                f"{self.same_predictions}; the untouched base agrees with the trained model on "
+                f"{self.base_agreement:.1%} of {self.n} texts (max logit shift {self.base_max_shift:.3f})")
+
+
+def deploy_check(trained, deployed, base) -> DeployCheck:
+    """Compare three logits tensors over the same texts (e.g. from eval_logits): the trained model, its
+    deployment, and the base without what training learned. The first pair must match; the base must
+    not, or the match would prove nothing."""
+    import torch
+
+    trained_ids = trained.argmax(-1)
+    return DeployCheck(max_diff=(trained - deployed).abs().max().item(),
+                       same_predictions=torch.equal(trained_ids, deployed.argmax(-1)),
+                       base_agreement=(base.argmax(-1) == trained_ids).float().mean().item(),
+                       base_max_shift=(base - trained).abs().max().item(), n=len(trained))

@@ -157,29 +157,49 @@ class FinetuneRun:
     peak: Any  # monitor.PeakMemory
     adapter_dir: Path
 
+    def summary(self) -> str:
+        """One line: steps, time, loss at both ends, memory; what a 02-Train notebook prints after training."""
+        return (f"{self.trainer.args.max_steps} steps in {self.seconds:.1f} s, loss {self.history[0][1]:.3f} -> "
+                f"{self.history[-1][1]:.3f}, peak RSS {self.peak.peak_rss_mb:.0f} MB "
+                f"(+{self.peak.rss_increase_mb:.0f} MB while training)")
 
-def finetune_extraction(method: str, profile, output_dir: str | Path, quantization: str | None = None,
-                        max_steps: int | None = None, learning_rate: float | None = None,
+    def measured(self) -> dict[str, Any]:
+        """What a 02-Train stage records in outputs/metrics.json about the run itself."""
+        return {"seconds": self.seconds, "steps": self.trainer.args.max_steps,
+                "learning_rate": self.trainer.args.learning_rate, "peak_rss_mb": self.peak.peak_rss_mb,
+                "train_rss_increase_mb": self.peak.rss_increase_mb, "cuda_peak_mb": self.peak.cuda_peak_mb,
+                "loss_first": self.history[0][1], "loss_last": self.history[-1][1]}
+
+
+def finetune_extraction(method, profile, output_dir: str | Path, quantization: str | None = None,
+                        max_steps: int | None = None, learning_rate: float | None = None, sft_config=None,
                         **peft_overrides: Any) -> FinetuneRun:
-    """The whole recipe of a PEFT lab's 02-Train stage in one call: load the profile's model, apply
-    the PEFT method, SFT on the course extraction task, save the adapter to `output_dir/adapter`.
+    """The whole recipe of a PEFT lab's 02-Train stage in one call: load the lab's model, apply the
+    PEFT method, SFT on the course extraction task, save the adapter to `output_dir/adapter`.
 
-    Later stages call it to rebuild a missing adapter, so every stage runs on its own. The learning
-    rate defaults to the method's (default_learning_rate): soft prompts need far more than LoRA."""
-    from common_utils.peft.adapters import has_adapters, save_adapters
+    `method` is a registered name ("ia3"; `peft_overrides` change its config) or the config itself,
+    written out in the notebook (`IA3Config(...)`, `AdapterConfig(...)`). `sft_config` is the SFTConfig
+    to train with; by default `course_sft_config` with the lab's sizes and the method's learning rate
+    (default_learning_rate: soft prompts need far more than LoRA). Later stages call it through
+    ensure_adapter to rebuild a missing adapter, so every stage runs on its own."""
     from common_utils.core.artifacts import save_pretrained_atomic
     from common_utils.core.models import load_causal_lm
     from common_utils.core.monitor import Timer, track_peak_memory
-    from common_utils.peft.methods import apply_peft, default_learning_rate
     from common_utils.core.runtime import seed_everything
+    from common_utils.peft.adapters import has_adapters, save_adapters
+    from common_utils.peft.methods import apply_peft, default_learning_rate, method_of
 
     output_dir = Path(output_dir)
+    name = method if isinstance(method, str) else method_of(method)
+    if sft_config is None:
+        sft_config = course_sft_config(profile, output_dir / "checkpoints", max_steps=max_steps or profile.train_steps,
+                                       learning_rate=learning_rate or default_learning_rate(name, profile))
+    elif max_steps is not None or learning_rate is not None:
+        raise TypeError("max_steps and learning_rate are fields of sft_config: set them there")
     seed_everything(profile.seed)
     model, tokenizer = load_causal_lm(profile.model, quantization=quantization)
     model = apply_peft(model, method, profile, **peft_overrides)
-    config = course_sft_config(profile, output_dir / "checkpoints", max_steps=max_steps or profile.train_steps,
-                               learning_rate=learning_rate or default_learning_rate(method, profile))
-    trainer = make_sft_trainer(model, tokenizer, extraction_train_set(), config)
+    trainer = make_sft_trainer(model, tokenizer, extraction_train_set(), sft_config)
     with track_peak_memory() as peak, Timer() as timer:
         run_sft(trainer, resume=_resumable(model))
     if has_adapters(trainer.model):  # bottleneck adapters: their weights alone, not the whole model
@@ -198,13 +218,64 @@ def _resumable(model) -> bool:
 
 def ensure_adapter(method: str, profile, run_dir: str | Path, **finetune_kwargs: Any) -> Path:
     """`run_dir/adapter` if an earlier stage saved it; otherwise say so and rebuild it with
-    finetune_extraction, the recipe 02-Train uses, so a later stage runs on its own."""
+    finetune_extraction, the recipe 02-Train uses, so a later stage runs on its own.
+
+    Its adapter_config.json is written last (the folder is swapped in atomically), so its presence
+    proves the save finished."""
+    from common_utils.core.artifacts import ensure
+
     adapter_dir = Path(run_dir) / "adapter"
-    if not (adapter_dir / "adapter_config.json").exists():
-        print(f"{adapter_dir} not found: 02-Train has not run here. Rebuilding it with finetune_extraction "
-              f"(the same recipe as 02-Train, {finetune_kwargs.get('max_steps') or profile.train_steps} steps) ...")
-        finetune_extraction(method, profile, run_dir, **finetune_kwargs)
+    steps = finetune_kwargs.get("max_steps") or profile.train_steps
+    ensure(adapter_dir / "adapter_config.json", lambda: finetune_extraction(method, profile, run_dir, **finetune_kwargs),
+           made_by=f"02-Train's finetune_extraction({method!r}), {steps} steps")
     return adapter_dir
+
+
+def show_loss_tokens(trainer, row: int = 0) -> list[tuple[str, bool]]:
+    """Decode one example of the trainer's first training batch and print it with the tokens that carry
+    loss in [brackets]; returns loss_token_table's (token, carries_loss) pairs for the asserts.
+
+    The learner sanity check Lab-01 02-Train writes out step by step: loss on the answer and its EOS only."""
+    from common_utils.data import loss_token_table
+
+    batch = next(iter(trainer.get_train_dataloader()))
+    table = loss_token_table(batch["input_ids"][row], batch["labels"][row], trainer.processing_class)
+    print("".join(f"[{token}]" if carries_loss else token for token, carries_loss in table))
+    print(f"\n{sum(carries for _, carries in table)} of {len(table)} tokens carry loss; [..] marks them")
+    return table
+
+
+def eos_carries_loss(table: list[tuple[str, bool]], tokenizer) -> bool:
+    """True if the end-of-turn token is among the loss tokens: without it the model never learns to stop."""
+    return any(carries_loss and token == tokenizer.eos_token for token, carries_loss in table)
+
+
+def config_as_code(config) -> str:
+    """`config` (an SFTConfig, a peft config, an AdapterConfig) as the constructor call that builds it: the
+    fields that differ from the class defaults, one per line. What a student writes in their own project.
+
+    Training arguments derive fields from output_dir and the precision flags, so the defaults they are
+    compared with are built with those three given."""
+    import dataclasses
+    import enum
+    import warnings
+
+    given = {k: getattr(config, k) for k in ("output_dir", "bf16", "fp16") if hasattr(config, k)}
+    with warnings.catch_warnings():  # the defaults may include deprecated settings (TRL's gradient_checkpointing)
+        warnings.simplefilter("ignore")
+        reference = type(config)(**given)
+
+    def code(value: Any) -> str:
+        if isinstance(value, enum.Enum):
+            return f"{type(value).__name__}.{value.name}"
+        if isinstance(value, (set, frozenset)):
+            return repr(sorted(value))
+        return repr(value)
+
+    lines = [f"    {field.name}={code(getattr(config, field.name))}," for field in dataclasses.fields(config)
+             if field.init and not field.name.startswith("_")
+             and (field.name in given or getattr(config, field.name) != getattr(reference, field.name))]
+    return "\n".join([f"{type(config).__name__}(", *lines, ")"]) if lines else f"{type(config).__name__}()"
 
 
 def loss_reduction(history: list[tuple[int, float]], window: int = 3) -> float:
