@@ -1,11 +1,14 @@
 # Course entry points. Everything runs inside .venv, created on first use.
 #   make lab                 install, provision the embedded models, start JupyterLab
-#   make test                install, then unit tests and every notebook (smoke profile, offline)
+#   make test                install, then unit tests, every notebook (smoke profile, offline, keeping each
+#                            executed notebook under build/executed/), then the course site and its checks
 #   make smoke LAB=<path>    run one lab's notebooks headless
 #   make timing              per-notebook seconds of the last notebook run, slowest first
 #   make test-gpu            on an NVIDIA GPU: unit tests, then every notebook in the full profile, one at a
 #                            time, failing when a notebook's peak reserved GPU memory exceeds GPU_MAX_GIB
 #   make duplicates          notebook pairs that share copied code (scripts/notebook_duplicates.py)
+#   make site                the course site in build/site/ (theory, READMEs, notebooks with the outputs of
+#                            the last notebook run), link-checked; open build/site/index.html
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
@@ -15,9 +18,12 @@ PORT ?= 8888
 JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 GPU_MAX_GIB ?= 15
 NO_CUDA := make test-gpu needs an NVIDIA GPU with CUDA
+# Executed copies of the notebooks (outputs included) written by the notebook runs; the site publishes them.
+SNAPSHOTS ?= build/executed
+SITE_DIR ?= build/site
 
 .PHONY: install provision lab test unit notebooks smoke timing lint doctor clean-outputs test-gpu gpu-guard \
-	duplicates
+	duplicates site site-check
 
 install: $(STAMP)
 
@@ -35,17 +41,25 @@ lab: provision
 	@echo "Starting JupyterLab: open the http://127.0.0.1:$(PORT)/lab?token=... URL printed below."
 	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) --notebook-dir=. $(JUPYTER_ROOT)
 
+# The site checks (marker `site`) run after the notebook run, on the site built from its snapshots.
 unit: provision
-	$(OFFLINE) $(PY) -m pytest tests -q
+	$(OFFLINE) $(PY) -m pytest tests -q -m "not site"
 
 notebooks: provision
-	$(OFFLINE) $(PY) scripts/notebooks.py run
+	$(OFFLINE) $(PY) scripts/notebooks.py run --snapshots $(SNAPSHOTS)
 
-test: unit notebooks
+test: unit notebooks site-check
+
+# Builds from whatever snapshots exist; a notebook without one is shown without outputs, with a note.
+site: install
+	$(PY) scripts/build_site.py --executed $(SNAPSHOTS) --out $(SITE_DIR)
+
+site-check: site
+	COURSE_SITE_DIR=$(SITE_DIR) COURSE_SNAPSHOT_DIR=$(SNAPSHOTS) $(PY) -m pytest tests/test_site.py -q -m site
 
 smoke: provision
 	@test -n "$(LAB)" || (echo "usage: make smoke LAB=path/to/lab" && exit 2)
-	$(OFFLINE) $(PY) scripts/notebooks.py run "$(LAB)"
+	$(OFFLINE) $(PY) scripts/notebooks.py run --snapshots $(SNAPSHOTS) "$(LAB)"
 
 # Stops within seconds where there is no usable GPU. When $(VENV) already has torch, torch decides
 # (a CPU build of torch cannot use the GPU either); before the first install only nvidia-smi is asked,
@@ -63,8 +77,8 @@ gpu-guard:
 test-gpu: gpu-guard
 	@$(MAKE) --no-print-directory provision VENV=$(VENV)
 	@$(MAKE) --no-print-directory gpu-guard VENV=$(VENV)
-	$(PY) -m pytest tests -q
-	$(PY) scripts/notebooks.py run --profile full --workers 1 --max-gpu-gib $(GPU_MAX_GIB)
+	$(PY) -m pytest tests -q -m "not site"
+	$(PY) scripts/notebooks.py run --profile full --workers 1 --max-gpu-gib $(GPU_MAX_GIB) --snapshots $(SNAPSHOTS)
 
 duplicates: install
 	$(PY) scripts/notebook_duplicates.py

@@ -1,7 +1,7 @@
 """Run course notebooks headless with nbmake and report how long each took and its GPU peak.
 
     python scripts/notebooks.py run [--workers N] [--profile smoke|full] [--max-gpu-gib G]
-                                    [--timeout S] [--dry-run] [PATH ...]
+                                    [--timeout S] [--snapshots DIR] [--dry-run] [PATH ...]
     python scripts/notebooks.py report [--write FILE] [--dir DIR ...]
 
 Chapters are the top-level folders named like `00-Course_Setup` (pattern `[0-9][0-9]-*`), so a new
@@ -17,6 +17,12 @@ overlap, at the price of per-notebook seconds that are no longer those of a note
 Every run writes its reports to .course_reports/ ($COURSE_REPORT_DIR overrides): the junit XML
 (wall seconds per notebook), gpu_peaks.jsonl (peak CUDA memory per notebook, recorded from inside
 each kernel by scripts/nbmake_hooks/) and notebook_timings.md (the table `report` prints).
+
+--snapshots DIR (else $COURSE_SNAPSHOT_DIR; `make test` passes build/executed) also keeps each
+notebook as executed, outputs and errors included, at DIR/<path relative to the repository>: the
+same execution as the test (scripts/nbmake_hooks/ writes the copy), the committed notebook untouched.
+A selected notebook's old snapshot is removed before the run, so none outlives a failed start.
+scripts/build_site.py publishes the snapshots in the course site (`make site`).
 
 A lab may declare what it needs in `lab.yaml` beside its README:
     accelerator: cpu | cuda     # cuda: the lab is skipped, with this reason printed, without CUDA
@@ -57,6 +63,8 @@ LAB_KEYS: dict[str, type | tuple[type, ...]] = {
 JUNIT = "notebooks.xml"
 GPU_PEAKS = "gpu_peaks.jsonl"
 RUN_NOTE = "run.json"  # how the last run was made: workers, profile, start time
+SNAPSHOT_DIR_ENV = "COURSE_SNAPSHOT_DIR"  # read by scripts/nbmake_hooks/course_nbmake_plugin.py too
+SNAPSHOT_DEVICE_ENV = "COURSE_SNAPSHOT_DEVICE"
 TIMINGS = "notebook_timings.md"
 
 
@@ -296,8 +304,20 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-gpu-gib", type=float, default=None,
                         help="fail when a notebook's peak reserved CUDA memory exceeds this many GiB")
     parser.add_argument("--timeout", type=int, default=NOTEBOOK_TIMEOUT_S, help="per-cell nbmake timeout, seconds")
+    parser.add_argument("--snapshots", type=Path, default=os.environ.get(SNAPSHOT_DIR_ENV) or None, metavar="DIR",
+                        help="also write each notebook as executed (with outputs) to DIR/<repository path> "
+                        f"(default: ${SNAPSHOT_DIR_ENV}, else none)")
     parser.add_argument("--dry-run", action="store_true", help="list what would run, per worker, and exit")
     return parser
+
+
+def snapshot_file(notebook: Path, folder: Path) -> Path:
+    """Where the executed snapshot of `notebook` goes under `folder` (as the nbmake plugin writes it)."""
+    try:
+        relative = notebook.resolve().relative_to(ROOT)
+    except ValueError:  # a notebook outside the repository keeps only its name
+        relative = Path(notebook.name)
+    return folder / relative
 
 
 def run(argv: list[str]) -> int:
@@ -314,6 +334,8 @@ def run(argv: list[str]) -> int:
     plan = make_plan(found, workers)
     if args.dry_run:
         print(describe_plan(plan))
+        if args.snapshots:
+            print(f"executed snapshots would be written under {args.snapshots}")
         return 0
     for notebook, reason in plan.skipped:
         print(f"SKIPPED {_rel(notebook)}: {reason}")
@@ -324,7 +346,14 @@ def run(argv: list[str]) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     _clear_reports(folder)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    code = _execute(plan, folder, args.profile, args.timeout)
+    snapshots = args.snapshots.resolve() if args.snapshots else None
+    if snapshots:
+        for notebook in plan.notebooks:
+            snapshot_file(notebook, snapshots).unlink(missing_ok=True)
+    code = _execute(plan, folder, args.profile, args.timeout, snapshots)
+    if snapshots:
+        written = sum(snapshot_file(notebook, snapshots).exists() for notebook in plan.notebooks)
+        print(f"Executed snapshots: {written} of {len(plan.notebooks)} notebook(s) under {_rel(snapshots)}")
     note = {"workers": len(plan.groups), "profile": args.profile or os.environ.get("COURSE_PROFILE"),
             "started": started, "cpu_count": os.cpu_count(), "gpu": _cuda_model()}
     (folder / RUN_NOTE).write_text(json.dumps(note, indent=1), encoding="utf-8")
@@ -339,8 +368,10 @@ def run(argv: list[str]) -> int:
     return code
 
 
-def _execute(plan: Plan, folder: Path, profile: str | None, timeout: int) -> int:
-    """Run each worker's notebooks in its own pytest process; the worst exit code (5, no tests, fails)."""
+def _execute(plan: Plan, folder: Path, profile: str | None, timeout: int, snapshots: Path | None = None) -> int:
+    """Run each worker's notebooks in its own pytest process; the worst exit code (5, no tests, fails).
+
+    With `snapshots`, the plugin writes each executed notebook there (see snapshot_file)."""
     junit = folder / JUNIT
     parts = [folder / f"notebooks-{i}.xml" for i in range(len(plan.groups))] if len(plan.groups) > 1 else [junit]
     print(f"Running {len(plan.notebooks)} notebook(s) in {len(plan.groups)} process(es) ...", flush=True)
@@ -348,6 +379,10 @@ def _execute(plan: Plan, folder: Path, profile: str | None, timeout: int) -> int
         env = {**os.environ, **install_hooks(Path(hooks)), GPU_REPORT_ENV: str(folder / GPU_PEAKS)}
         if profile:
             env["COURSE_PROFILE"] = profile
+        env.pop(SNAPSHOT_DIR_ENV, None)
+        if snapshots:
+            env.update({SNAPSHOT_DIR_ENV: str(snapshots), "COURSE_SNAPSHOT_ROOT": str(ROOT),
+                        SNAPSHOT_DEVICE_ENV: _cuda_model() or "CPU"})
         if len(plan.groups) > 1:
             threads = str(threads_per_worker(len(plan.groups)))
             env.update(OMP_NUM_THREADS=threads, COURSE_NUM_THREADS=threads)
