@@ -1,7 +1,12 @@
-"""Inference (chapter 02): decoding loops, KV caches, speculative decoding, batching engines, servers.
+"""Inference (chapter 02): the plumbing that the decoding, optimization and batching labs share.
 
-Empty until chapter 02 fills it. What goes here is plumbing that two or more labs reuse (a request
-trace generator, latency statistics, an engine's process wrapper). What a lab teaches — a KV cache, a
-sampler, a paged allocator — is written in its notebook and exported to common_utils.reference.
-Batched greedy generation for scoring already lives in common_utils.core.generation.
+    prompts    chat prompts of an exact token length (prefill/decode timing at a chosen length)
+    timing     interleaved timing of several candidates and the median of paired speed ratios
+    benchmark  forward-call counting, token agreement and quality reports for the optimization table
+    trace      seeded Poisson request traces from the course data, latency percentiles, serving summaries
+    workload   one lab's trace plus its reference answers (rebuilt with `ensure` when missing)
+
+What a lab teaches — a KV cache, samplers, speculative decoding, a paged allocator and scheduler — is
+written in its notebooks and exported to common_utils.reference. Batched greedy generation for scoring
+lives in common_utils.core.generation.
 """

@@ -1,6 +1,7 @@
 """Training: thin wrappers over transformers/TRL with course defaults, and the arithmetic of memory.
 
     sft          SFTTrainer recipes, resumable runs, loss history
+    peft_lab     the stages PEFT Labs 01-05 share: baseline, side-by-side scores, logit gaps, latency
     preference   DPO/ORPO trainers and recipes (the losses are taught in Lab-1.7/1.8)
     classify     encoder sequence classification for the NLU PEFT labs
     distributed  what torchrun-launched scripts share (process groups, checkpoints, data blocks)
