@@ -26,7 +26,13 @@ def _bitsandbytes_status() -> str:
 
 
 def doctor() -> int:
-    from common_utils.core.models import (cache_dir, hub_offline, model_path, MODEL_REGISTRY, ModelNotProvisionedError)
+    from common_utils.core.models import (
+        MODEL_REGISTRY,
+        ModelNotProvisionedError,
+        cache_dir,
+        hub_offline,
+        model_path,
+    )
     from common_utils.core.runtime import describe_runtime
 
     info = describe_runtime()
@@ -59,7 +65,7 @@ def provision_command(force: bool) -> int:
 def validate_data_command(paths: list[str]) -> int:
     from pathlib import Path
 
-    from common_utils.data import dataset_schemas, DatasetFormatError, datasets_dir, validate_jsonl
+    from common_utils.data import DatasetFormatError, dataset_schemas, datasets_dir, validate_jsonl
 
     files = [Path(p) for p in paths] or sorted(datasets_dir().glob("*/*.jsonl"))
     failed = False

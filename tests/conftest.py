@@ -14,11 +14,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from pathlib import Path  # noqa: E402
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
 from common_utils import lab_sizes
 from common_utils.core.runtime import Sizes
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -4,10 +4,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
-import torch
-import yaml
-
 from common_utils import lab_sizes
 from common_utils.core.runtime import PROFILES, Sizes
 from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
@@ -33,6 +29,10 @@ from common_utils.training.preference import (
     orpo_batch_terms,
     reply_logps,
 )
+
+import pytest
+import torch
+import yaml
 
 LABS = Path(__file__).resolve().parents[1] / "01-Core_Training_Techniques" / "02-Labs"
 ALIGNMENT_LABS = [LABS / "Lab-1.7-DPO_Alignment", LABS / "Lab-1.8-ORPO_Alignment"]
@@ -324,10 +324,10 @@ def test_reward_margins_are_read_with_loss_history() -> None:
 def test_preference_step_cost_reports_time_and_memory(tiny_lm, profile, monkeypatch, method: str,
                                                       reference_copy: bool) -> None:
     """Runs the real trainers on a 2-layer random Llama (same tokenizer) instead of the 135M model."""
-    from transformers import LlamaForCausalLM
-
     import common_utils.core.models as models
     from common_utils.training.preference import preference_step_cost
+
+    from transformers import LlamaForCausalLM
 
     _, tokenizer = tiny_lm
     loads = []

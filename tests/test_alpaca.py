@@ -3,8 +3,6 @@ and only response tokens carry loss."""
 
 from __future__ import annotations
 
-import pytest
-
 from common_utils import load_tokenizer
 from common_utils.data import IGNORE_INDEX
 from common_utils.tasks.alpaca import (
@@ -14,6 +12,8 @@ from common_utils.tasks.alpaca import (
     load_alpaca,
     to_alpaca,
 )
+
+import pytest
 
 RECORD = {"id": "x-1", "instruction": "Extract the name.", "input": "Ada, 36, Paris.", "output": '{"name": "Ada"}'}
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from common_utils.reference.attention import attention_cost, naive_attention, tiled_attention
+
 import pytest
 import torch
 import torch.nn.functional as F
-
-from common_utils.reference.attention import attention_cost, naive_attention, tiled_attention
 
 
 @pytest.fixture()

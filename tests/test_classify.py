@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
-
 from common_utils import apply_peft, count_parameters, lab_sizes
 from common_utils.peft.methods import get_method
 from common_utils.training import classify
+
+import pytest
+import torch
 
 LAB06 = Path(__file__).resolve().parents[1] / "01-Core_Training_Techniques" / "02-Labs" / "PEFT_Labs" / "Lab-06-BitFit"
 

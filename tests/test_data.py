@@ -6,11 +6,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from common_utils import extraction_messages, load_course_dataset, loss_token_table
-from common_utils.data import dataset_schemas, DatasetFormatError, datasets_dir, IGNORE_INDEX, validate_jsonl
+from common_utils.data import IGNORE_INDEX, DatasetFormatError, dataset_schemas, datasets_dir, validate_jsonl
 from common_utils.tasks.extraction import to_prompt_completion
+
+import pytest
 
 EXTRACTION = dataset_schemas()["person_extraction"]
 GOOD_ROW = {

@@ -10,9 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-import torch
-
 from common_utils import launch
 from common_utils.core.processes import (
     DistributedLaunchError,
@@ -29,6 +26,9 @@ from common_utils.training.distributed import (
     save_training_checkpoint,
     strip_ddp_prefix,
 )
+
+import pytest
+import torch
 
 
 def test_free_port_is_bindable() -> None:

@@ -4,10 +4,10 @@ import json
 import math
 import random
 
-import pytest
-
 from common_utils import generate_batch, parse_json_object, score_extraction
 from common_utils.evaluation import perplexity
+
+import pytest
 
 REFERENCE = {"name": "Alice Silva", "age": 31, "city": "Lisbon"}
 
@@ -158,9 +158,9 @@ def test_lab_show_prints_each_model_under_the_row(tmp_path, capsys) -> None:
 
 
 def test_compare_logits_ignores_padding_unless_asked() -> None:
-    import torch
-
     from common_utils.training.peft_lab import compare_logits
+
+    import torch
 
     first = torch.zeros(1, 3, 2)
     second = first.clone()
@@ -192,9 +192,9 @@ def test_forward_latency_interleaves_rounds_and_reports_overhead(capsys) -> None
 
 @pytest.mark.slow
 def test_chat_batch_and_forward_pass_on_the_course_model(tiny_lm) -> None:
-    import torch
-
     from common_utils.training.peft_lab import chat_batch, compare_logits, forward_pass, logits_of
+
+    import torch
 
     model, tokenizer = tiny_lm
     batch = chat_batch(tokenizer, [{"instruction": "Extract.", "input": "Ana is 3."},

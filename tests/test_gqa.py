@@ -3,9 +3,6 @@ and the tiny LM they are measured on (common_utils.training.tiny_lm), on tiny te
 
 from __future__ import annotations
 
-import pytest
-import torch
-
 from common_utils.reference.attention import naive_attention
 from common_utils.reference.gqa import (
     GroupedQueryAttention,
@@ -14,6 +11,9 @@ from common_utils.reference.gqa import (
     pool_kv_heads,
 )
 from common_utils.training.tiny_lm import TinyCausalLM
+
+import pytest
+import torch
 
 
 def test_gqa_matches_per_head_naive_attention() -> None:
@@ -83,10 +83,10 @@ def test_convert_kv_heads_keeps_other_weights_and_shrinks_the_cache() -> None:
 
 
 def test_kv_cache_bytes_matches_the_formula_for_tiny_and_transformers_caches(tmp_path) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from common_utils.reference.gqa import kv_cache_bytes
     from common_utils.training.tiny_lm import load_or_train_tiny_lm
+
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     model = TinyCausalLM(vocab_size=11, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_len=32)

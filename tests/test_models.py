@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common_utils import count_parameters, load_causal_lm, load_tokenizer, model_path
+from common_utils.core.models import CACHE_ENV, MODEL_REGISTRY, ModelNotProvisionedError, resolve_model
+
 import pytest
 import torch
-
-from common_utils import load_causal_lm, load_tokenizer, model_path
-from common_utils.core.models import CACHE_ENV, MODEL_REGISTRY, ModelNotProvisionedError, resolve_model
-from common_utils import count_parameters
 
 EMBEDDED_LM = "smollm2-135m-instruct"
 

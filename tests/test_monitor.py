@@ -4,12 +4,20 @@ import json
 import time
 from pathlib import Path
 
+from common_utils import (
+    Timer,
+    count_parameters,
+    dir_size_mb,
+    process_rss_mb,
+    read_metrics,
+    track_peak_memory,
+    write_metrics,
+)
+from common_utils.core.monitor import MB, ParamCount, cuda_peak_mb
+
 import numpy as np
 import pytest
 import torch
-
-from common_utils import (count_parameters, dir_size_mb, process_rss_mb, read_metrics, Timer, track_peak_memory, write_metrics)
-from common_utils.core.monitor import cuda_peak_mb, MB, ParamCount
 
 
 def test_count_parameters_separates_frozen() -> None:

@@ -4,13 +4,13 @@ import copy
 import re
 from pathlib import Path
 
-import pytest
-import torch
-
 from common_utils import apply_peft, count_parameters, make_peft_config
 from common_utils.core.runtime import PROFILES
 from common_utils.core.runtime import Sizes as Profile
 from common_utils.peft.methods import PEFT_METHODS
+
+import pytest
+import torch
 
 LAB01 = Path(__file__).resolve().parents[1] / "01-Core_Training_Techniques" / "02-Labs" / "PEFT_Labs" / "Lab-01-LoRA"
 

@@ -9,10 +9,6 @@ from __future__ import annotations
 import copy
 import json
 
-import pytest
-import torch
-from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
-
 from common_utils import apply_peft, count_parameters, make_peft_config
 from common_utils.peft.adapters import (
     AdapterConfig,
@@ -29,6 +25,10 @@ from common_utils.peft.methods import (
     prefix_kv_dim,
     trainable_param_formula,
 )
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
 METHODS = ["adapter", "prompt_tuning", "prefix_tuning", "ia3"]
 IDENTITY_AT_INIT = {"adapter", "ia3"}
@@ -230,9 +230,9 @@ def test_apply_peft_rejects_a_config_with_overrides(tiny_llama) -> None:
 
 
 def test_method_of_names_the_course_method() -> None:
-    from peft import LoraConfig, PrefixTuningConfig
-
     from common_utils.peft.methods import method_of
+
+    from peft import LoraConfig, PrefixTuningConfig
 
     assert method_of(LoraConfig(r=2)) == "lora"
     assert method_of(PrefixTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM")) == "prefix_tuning"
@@ -243,9 +243,9 @@ def test_method_of_names_the_course_method() -> None:
 
 def test_make_peft_config_with_a_model_fills_what_apply_peft_fills(tiny_llama) -> None:
     """So a hand-written config can be checked against the recipe a later stage rebuilds with."""
-    from peft import IA3Config, PromptTuningConfig, PromptTuningInit
-
     from common_utils.peft.methods import IA3_TARGETS
+
+    from peft import IA3Config, PromptTuningConfig, PromptTuningInit
 
     targets, feedforward = IA3_TARGETS["llama"]
     assert make_peft_config("ia3", model=tiny_llama) == IA3Config(task_type="CAUSAL_LM", target_modules=targets,

@@ -3,13 +3,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import pytest
-import yaml
-import torch
-
-from common_utils.core.models import MODEL_REGISTRY
 from common_utils import get_device, get_profile, lab_sizes, pick_dtype, seed_everything, set_threads
-from common_utils.core.runtime import describe_runtime, Profile, PROFILE_ENV, PROFILES
+from common_utils.core.models import MODEL_REGISTRY
+from common_utils.core.runtime import PROFILE_ENV, PROFILES, Profile, describe_runtime
+
+import pytest
+import torch
+import yaml
 
 ON_ACCELERATOR = torch.cuda.is_available() or torch.backends.mps.is_available()
 

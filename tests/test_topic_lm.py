@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from common_utils import lab_sizes
 from common_utils.core.runtime import Sizes
 from common_utils.tasks import topic as topic_lm
+
+import pytest
 
 LABELS = ["sports", "technology", "food", "travel"]
 

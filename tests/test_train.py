@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 from common_utils import loss_history, loss_reduction, save_pretrained_atomic
 from common_utils.core.runtime import Sizes as Profile
 from common_utils.training.sft import FinetuneRun, course_sft_config, finetune_extraction
+
+import pytest
 
 LAB01 = Path(__file__).resolve().parents[1] / "01-Core_Training_Techniques" / "02-Labs" / "PEFT_Labs" / "Lab-01-LoRA"
 
@@ -216,9 +216,9 @@ def test_finetune_extraction_takes_a_config_object_and_the_same_defaults(profile
                                                                          monkeypatch) -> None:
     """A notebook that writes its IA3Config by hand trains with the SFTConfig the method name would get, so
     a later stage that rebuilds with ensure_adapter("ia3") reproduces the run."""
-    from peft import IA3Config
-
     from common_utils.peft.methods import default_learning_rate
+
+    from peft import IA3Config
 
     used = _stub_training(monkeypatch)
     config = IA3Config(target_modules=["k_proj"], feedforward_modules=[], task_type="CAUSAL_LM")
@@ -252,10 +252,10 @@ def test_finetune_run_summary_and_measured() -> None:
 
 
 def test_config_as_code_shows_what_differs_from_the_defaults(profile: Profile, tmp_path: Path) -> None:
-    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit
-
     from common_utils.peft.adapters import AdapterConfig
     from common_utils.training.sft import config_as_code
+
+    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit
 
     prefix = config_as_code(PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=10, prefix_projection=True))
     assert prefix == "PrefixTuningConfig(\n    task_type='CAUSAL_LM',\n    num_virtual_tokens=10,\n    prefix_projection=True,\n)"
@@ -297,9 +297,9 @@ def test_prefix_tuning_with_projection_is_not_resumed_from_checkpoints() -> None
     """peft saves a projected prefix as the MLP's output only; resuming would load the wrong shape."""
     from types import SimpleNamespace
 
-    from peft import LoraConfig, PrefixTuningConfig
-
     from common_utils.training.sft import _resumable
+
+    from peft import LoraConfig, PrefixTuningConfig
 
     projected = SimpleNamespace(peft_config={"default": PrefixTuningConfig(num_virtual_tokens=4, prefix_projection=True,
                                                                            task_type="CAUSAL_LM")})

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from common_utils.training.memory import (
+    SavedTensorMeter,
+    accumulated_gradients,
+    estimate_training_memory,
+    flat_grad,
+    memory_timeline,
+    optimizer_state_bytes,
+    relative_error,
+    split_batch,
+    tensor_bytes,
+    truncate_layers,
+)
+
 import pytest
 import torch
 from torch import nn
-
-from common_utils.training.memory import (accumulated_gradients, estimate_training_memory, flat_grad, memory_timeline, optimizer_state_bytes,
-                                          relative_error, SavedTensorMeter, split_batch, tensor_bytes, truncate_layers)
 
 
 def _tiny_llama(layers: int = 2):

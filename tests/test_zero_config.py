@@ -3,14 +3,14 @@ the planner picks the fastest ZeRO setup that fits."""
 
 from __future__ import annotations
 
+from common_utils.training.deepspeed import deepspeed_config, plan_zero
+from common_utils.training.memory import GIB, model_state_bytes_per_gpu
+
 import pytest
 
 # deepspeed is part of the default install (the `distributed` extra of scripts/install.sh): no skip
 from deepspeed.runtime.zero import stage3 as deepspeed_zero3
 from deepspeed.runtime.zero import stage_1_and_2 as deepspeed_zero2
-
-from common_utils.training.deepspeed import deepspeed_config, plan_zero
-from common_utils.training.memory import GIB, model_state_bytes_per_gpu
 
 CASES = [(135_000_000, 28_311_552, 1), (135_000_000, 28_311_552, 2), (7_000_000_000, 131_072_000, 8),
          (70_000_000_000, 1_050_000_000, 8), (1_500_000_000, 136_000_000, 4)]

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pytest
-import torch
-
 from common_utils.training.deepspeed import (
     accelerate_deepspeed_yaml,
     overlapping_param_numel,
@@ -18,6 +15,9 @@ from common_utils.training.deepspeed import (
     zero_train_config,
 )
 from common_utils.training.memory import fp32_zero_bytes
+
+import pytest
+import torch
 
 
 def test_union_bytes_counts_overlaps_once() -> None:
@@ -102,10 +102,10 @@ def test_accelerate_yaml_points_at_the_deepspeed_json(tmp_path) -> None:
 def test_comm_op_helper_removes_a_stale_lock_and_reports_the_cache(tmp_path, monkeypatch, capsys) -> None:
     import os
 
+    from common_utils.training.deepspeed import ensure_deepspeed_cpu_comm_op
+
     import torch.utils.cpp_extension as cpp_extension
     from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
-
-    from common_utils.training.deepspeed import ensure_deepspeed_cpu_comm_op
 
     library = tmp_path / "deepspeed_shm_comm.so"
 
@@ -146,9 +146,9 @@ def test_accelerate_command_uses_this_interpreter_and_config(tmp_path) -> None:
 def test_write_zero_configs_pairs_the_json_and_the_yaml(tmp_path) -> None:
     import json
 
-    import yaml
-
     from common_utils.training.deepspeed import write_zero_configs
+
+    import yaml
 
     ds_json, acc_yaml = write_zero_configs(tmp_path, stage=3, micro_batch=1, grad_accum=2, num_processes=2)
     assert json.loads(ds_json.read_text())["zero_optimization"]["stage"] == 3
@@ -156,10 +156,10 @@ def test_write_zero_configs_pairs_the_json_and_the_yaml(tmp_path) -> None:
 
 
 def test_load_zero_checkpoint_builds_the_model_from_the_merged_state(tmp_path, monkeypatch) -> None:
+    from common_utils.training.deepspeed import load_zero_checkpoint
+
     import deepspeed.utils.zero_to_fp32 as zero_to_fp32
     from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from common_utils.training.deepspeed import load_zero_checkpoint
 
     config = LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=2)

@@ -6,10 +6,6 @@ log a low loss while it repeats tokens (measured in COURSE_DESIGN §3).
 
 from __future__ import annotations
 
-import json
-import math
-from typing import Any
-
 
 def generate_batch(model, tokenizer, conversations: list[list[dict[str, str]]], max_new_tokens: int,
                    batch_size: int = 64, show_progress: bool = True) -> list[str]:

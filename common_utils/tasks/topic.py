@@ -97,9 +97,9 @@ def topic_lora_config(sizes):
 def topic_sft_config(sizes, output_dir: str | Path):
     """SFTConfig of Lab-1.1: steps, batch, lr and length from the lab's sizes, no checkpoints mid-run
     (the run is short), bf16 only on GPUs that support it (trl's default bf16=True fails on CPU)."""
-    from trl import SFTConfig
-
     from common_utils.core.runtime import bf16_supported
+
+    from trl import SFTConfig
 
     return SFTConfig(output_dir=str(output_dir), max_steps=sizes.train_steps,
                      per_device_train_batch_size=sizes.batch_size, learning_rate=sizes.learning_rate,
@@ -110,13 +110,13 @@ def topic_sft_config(sizes, output_dir: str | Path):
 def train_topic_lora(sizes, run_dir: str | Path) -> Path:
     """03-Apply_LoRA_and_Train in one call: LoRA SFT on the topic train split, adapter and tokenizer
     saved to `run_dir/adapter` atomically. Returns the adapter folder."""
-    from datasets import load_dataset
-    from peft import get_peft_model
-    from trl import SFTTrainer
-
     from common_utils.core.artifacts import save_pretrained_atomic
     from common_utils.core.models import load_causal_lm
     from common_utils.core.runtime import seed_everything
+
+    from datasets import load_dataset
+    from peft import get_peft_model
+    from trl import SFTTrainer
 
     seed_everything(sizes.seed)
     model, tokenizer = load_causal_lm(sizes.model)

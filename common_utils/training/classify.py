@@ -139,9 +139,9 @@ def prepare_classifier(model, method: Any, sizes=None, **overrides: Any):
 def course_classify_args(sizes, output_dir: str | Path, method: Any, **overrides: Any):
     """TrainingArguments with the course defaults for encoder classification (steps, batch and seed from
     the lab's `sizes`); any field can be overridden."""
-    from transformers import TrainingArguments
-
     from common_utils.core.runtime import get_device
+
+    from transformers import TrainingArguments
 
     device = get_device()
     defaults: dict[str, Any] = dict(
@@ -292,9 +292,9 @@ def trainable_state(model) -> dict[str, Any]:
 
 def save_trainable(path: str | Path, model) -> Path:
     """Write `trainable_state(model)` as safetensors, atomically."""
-    from safetensors.torch import save_file
-
     from common_utils.core.artifacts import atomic_file
+
+    from safetensors.torch import save_file
 
     with atomic_file(path) as tmp:
         save_file(trainable_state(model), str(tmp))

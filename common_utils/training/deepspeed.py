@@ -229,10 +229,10 @@ def accelerate_deepspeed_yaml(path: str | Path, deepspeed_json: str | Path, num_
     the machine (on CUDA each process takes one GPU). No `zero3_init_flag`: with accelerate 1.15 and
     transformers 5.23 a ZeRO-3 plugin makes `from_pretrained` build the model under `zero.Init` even
     when the flag is false (measured; docs/troubleshooting.md), so the YAML does not pretend otherwise."""
-    import torch
-
     from common_utils.core.artifacts import atomic_file
     from common_utils.core.processes import free_port
+
+    import torch
 
     lines = [
         "compute_environment: LOCAL_MACHINE",

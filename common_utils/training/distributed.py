@@ -84,10 +84,10 @@ def extraction_lm_blocks(tokenizer, split: str = "train", seq_len: int = 64, max
     Every token carries loss and every block has the same length, so each rank's mean loss covers
     the same number of tokens: the average DDP takes over ranks then equals the mean over the
     concatenated batch, which is what lets a lab assert DDP == single-process training."""
-    import torch
-
     from common_utils.data import load_course_dataset
     from common_utils.tasks.extraction import extraction_messages
+
+    import torch
 
     ids: list[int] = []
     for row in load_course_dataset("person_extraction", split):

@@ -18,7 +18,6 @@ from typing import Any
 
 from common_utils.data import IGNORE_INDEX
 
-
 # ---- the one bytes-per-parameter table and unit convention of the course ---------------------------
 # Every memory number the course prints is in binary units: GIB = 2**30 bytes ("GiB"), MIB = 2**20.
 GIB = 2**30
@@ -255,10 +254,10 @@ def memory_timeline(prof, device: str = "cpu") -> tuple[list[float], dict[str, l
 def plot_memory_timeline(times_ms: Sequence[float], by_category: dict[str, Sequence[float]],
                          title: str = "Memory timeline"):
     """Stacked area chart of memory by category over time (MB). Returns the figure."""
+    from common_utils.core.plots import apply_course_style
+
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from common_utils.core.plots import apply_course_style
 
     apply_course_style()
     fig, ax = plt.subplots()

@@ -166,9 +166,9 @@ def load_sft_policy(sizes, sft_adapter: str | Path):
     """The SFT baseline as a plain model: base weights with the SFT LoRA merged in.
 
     DPO starts from this model and uses it (adapter disabled) as its reference, as in the DPO paper."""
-    from peft import PeftModel
-
     from common_utils.core.models import load_causal_lm
+
+    from peft import PeftModel
 
     base, tokenizer = load_causal_lm(sizes.model)
     merged = PeftModel.from_pretrained(base, str(sft_adapter)).merge_and_unload()
@@ -243,12 +243,12 @@ def preference_step_cost(method: str, sizes, steps: int = 2, reference_copy: boo
     import tempfile
     import time
 
-    from transformers import TrainerCallback
-
     from common_utils.core.models import load_causal_lm
     from common_utils.core.monitor import track_peak_memory
     from common_utils.core.runtime import seed_everything
     from common_utils.peft.methods import make_peft_config
+
+    from transformers import TrainerCallback
 
     if method not in ("dpo", "orpo") or (reference_copy and method != "dpo"):
         raise ValueError(f"expected method 'dpo' (optionally with reference_copy) or 'orpo', got {method!r}"

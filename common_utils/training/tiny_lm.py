@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common_utils.core.artifacts import atomic_file, ensure
+from common_utils.reference.gqa import GroupedQueryAttention
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from common_utils.core.artifacts import atomic_file, ensure
-from common_utils.reference.gqa import GroupedQueryAttention
 
 BASELINE_RECIPE = "Lab-1.6 01-Setup: train_and_save_tiny_lm, seed 0"
 
