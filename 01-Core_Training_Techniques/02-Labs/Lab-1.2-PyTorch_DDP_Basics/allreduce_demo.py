@@ -12,11 +12,11 @@ import os
 import socket
 import time
 
-import torch
-import torch.distributed as dist
-
 from common_utils import write_metrics
 from common_utils.training.distributed import finish_distributed, init_distributed
+
+import torch
+import torch.distributed as dist
 
 
 def ring_all_reduce(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import time
 
+from common_utils import write_metrics
+from common_utils.training.distributed import finish_distributed, init_distributed, max_abs_diff
+
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel as DDP
-
-from common_utils import write_metrics
-from common_utils.training.distributed import finish_distributed, init_distributed, max_abs_diff
 
 
 def make_mlp(width: int, depth: int, seed: int = 0) -> nn.Sequential:

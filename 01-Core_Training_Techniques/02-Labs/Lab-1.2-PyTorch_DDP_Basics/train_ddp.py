@@ -14,12 +14,6 @@ import math
 import time
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-from transformers import AutoModelForCausalLM
-
 from common_utils import lab_sizes, load_causal_lm, load_tokenizer, write_metrics
 from common_utils.training.distributed import (
     extraction_lm_blocks,
@@ -29,6 +23,12 @@ from common_utils.training.distributed import (
     max_abs_diff,
     save_training_checkpoint,
 )
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from transformers import AutoModelForCausalLM
 
 
 def lm_loss(model, blocks: torch.Tensor) -> torch.Tensor:

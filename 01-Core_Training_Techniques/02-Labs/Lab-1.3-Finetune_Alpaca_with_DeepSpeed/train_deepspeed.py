@@ -20,14 +20,14 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-
 from common_utils import lab_sizes, load_causal_lm, load_tokenizer, write_metrics
 from common_utils.tasks.alpaca import alpaca_sft_tensors, load_alpaca
 from common_utils.training.deepspeed import rank_model_states, zero_train_config
 from common_utils.training.memory import truncate_layers
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 
 def build_model(sizes, layers: int):

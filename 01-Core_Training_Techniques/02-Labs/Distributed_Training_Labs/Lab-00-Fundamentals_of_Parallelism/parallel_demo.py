@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from common_utils import write_metrics
+from common_utils.training.distributed import finish_distributed, init_distributed
+
 import torch
 import torch.distributed as dist
 from torch import nn
-
-from common_utils import write_metrics
-from common_utils.training.distributed import finish_distributed, init_distributed
 
 
 def mlp(width: int, depth: int, out: int = 1, seed: int = 0) -> nn.Sequential:
