@@ -119,3 +119,18 @@ def test_no_notebook_branches_on_the_profile() -> None:
     offenders = [f"{nb.relative_to(ROOT)}: {m.group(0)}" for nb in sorted(ROOT.glob("[0-9][0-9]-*/**/*.ipynb"))
                  for m in [pattern.search(_notebook_code(nb))] if m]
     assert not offenders, "read sizes from lab.yaml with lab_sizes() instead:\n" + "\n".join(offenders)
+
+
+HEAVY_LIBRARIES = ("peft", "trl", "transformers", "bitsandbytes", "deepspeed", "accelerate")
+
+
+def test_notebooks_import_common_utils_before_the_libraries_it_quiets() -> None:
+    """common_utils silences known start-up noise of these libraries (core/noise.py) only if it loads first."""
+    pattern = re.compile(r"^\s*(?:from|import)\s+([\w.]+)", re.M)
+    offenders = []
+    for notebook in sorted(ROOT.glob("[0-9][0-9]-*/**/*.ipynb")):
+        modules = [m.split(".")[0] for m in pattern.findall(_notebook_code(notebook))]
+        first_heavy = next((i for i, m in enumerate(modules) if m in HEAVY_LIBRARIES), None)
+        if first_heavy is not None and "common_utils" in modules and modules.index("common_utils") > first_heavy:
+            offenders.append(f"{notebook.relative_to(ROOT)} imports {modules[first_heavy]} before common_utils")
+    assert not offenders, "\n".join(offenders)
