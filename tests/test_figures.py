@@ -3,11 +3,11 @@ and the committed copies in docs/figures/ are what the script draws now."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,11 +23,7 @@ EXPECTED = {
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_figures", "make_figures")
 
 
 @pytest.fixture(scope="module")

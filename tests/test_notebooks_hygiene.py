@@ -14,16 +14,13 @@ from types import ModuleType
 
 import nbformat
 import pytest
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_runner() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("course_notebook_runner", ROOT / "scripts" / "notebooks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("notebooks", "course_notebook_runner")
 
 
 RUNNER = _load_runner()

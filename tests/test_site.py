@@ -13,7 +13,6 @@ be on the page.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from types import ModuleType
 
 import nbformat
 import pytest
+from script_loader import load_script
 
 pytestmark = pytest.mark.site
 
@@ -39,11 +39,7 @@ CHECKPOINT_HEADING = re.compile(r"^#+ .*(檢查點|[Cc]heckpoint)", re.MULTILINE
 
 
 def _load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("course_build_site", ROOT / "scripts" / "build_site.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("build_site", "course_build_site")
 
 
 builder = _load_builder()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,24 +184,28 @@ def _tokenized(tokenizer, texts: list[str], max_length: int | None, device):
     return batch.to(device)
 
 
-def predict_logits(model, tokenizer, texts: list[str], max_length: int | None = None,
-                   batch_size: int | None = None):
-    """Logits for raw texts, in eval mode without gradients: what 'identical predictions' checks compare.
-
-    batch_size=None runs every text in one batch. Two logits tensors compare exactly only when they
-    were computed with the same batching (padding lengths change the floating-point sums)."""
+def _batched_logits(model, tokenizer, texts: list[str], max_length: int | None, batch_size: int | None,
+                    forward: Callable[[dict[str, Any]], Any]):
+    """`forward(tokenized batch)` over `texts` in eval mode without gradients, `batch_size` texts at a
+    time (None: one batch), logits concatenated on the CPU. Two logits tensors compare exactly only
+    when they were computed with the same batching (padding lengths change the floating-point sums)."""
     import torch
 
     texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
     model.eval()
     device = next(model.parameters()).device
     step = batch_size or max(len(texts), 1)
-    chunks = []
     with torch.no_grad():
-        for start in range(0, len(texts), step):
-            batch = _tokenized(tokenizer, texts[start:start + step], max_length, device)
-            chunks.append(model(**batch).logits.cpu())
+        chunks = [forward(_tokenized(tokenizer, texts[start:start + step], max_length, device)).cpu()
+                  for start in range(0, len(texts), step)]
     return torch.cat(chunks)
+
+
+def predict_logits(model, tokenizer, texts: list[str], max_length: int | None = None,
+                   batch_size: int | None = None):
+    """Logits for raw texts, in eval mode without gradients: what 'identical predictions' checks compare.
+    batch_size=None runs every text in one batch."""
+    return _batched_logits(model, tokenizer, texts, max_length, batch_size, lambda batch: model(**batch).logits)
 
 
 def predict_labels(model, tokenizer, texts: list[str], max_length: int | None = None,
@@ -220,21 +224,15 @@ def logits_with_fixed_prompt(model, tokenizer, prompt, texts: list[str], max_len
     once, so a deployment can ship these vectors instead of the encoder. Batched like predict_logits."""
     import torch
 
-    texts = list(texts)  # a datasets Column is not a list, and tokenizers reject it
-    model.eval()
-    device = next(model.parameters()).device
-    step = batch_size or max(len(texts), 1)
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(texts), step):
-            batch = _tokenized(tokenizer, texts[start:start + step], max_length, device)
-            embeddings = model.get_input_embeddings()(batch["input_ids"])
-            n = embeddings.shape[0]
-            prefix = prompt.to(device, embeddings.dtype).unsqueeze(0).expand(n, -1, -1)
-            mask = torch.cat([torch.ones(n, prefix.shape[1], dtype=batch["attention_mask"].dtype, device=device),
-                              batch["attention_mask"]], dim=1)
-            chunks.append(model(inputs_embeds=torch.cat([prefix, embeddings], dim=1), attention_mask=mask).logits.cpu())
-    return torch.cat(chunks)
+    def with_prompt(batch: dict[str, Any]):
+        embeddings = model.get_input_embeddings()(batch["input_ids"])
+        n = embeddings.shape[0]
+        prefix = prompt.to(embeddings.device, embeddings.dtype).unsqueeze(0).expand(n, -1, -1)
+        ones = torch.ones(n, prefix.shape[1], dtype=batch["attention_mask"].dtype, device=embeddings.device)
+        mask = torch.cat([ones, batch["attention_mask"]], dim=1)
+        return model(inputs_embeds=torch.cat([prefix, embeddings], dim=1), attention_mask=mask).logits
+
+    return _batched_logits(model, tokenizer, texts, max_length, batch_size, with_prompt)
 
 
 def split_rows(split: str = "test", limit: int | None = None):
