@@ -101,3 +101,18 @@ def test_encoder_embeds_a_sentence(encoder) -> None:
         hidden = model(**batch).last_hidden_state
     assert hidden.shape == (1, batch["input_ids"].shape[1], model.config.hidden_size)
     assert torch.isfinite(hidden).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compute_dtype", [torch.float32, torch.bfloat16])
+def test_nf4_saves_on_the_linear_weights_whatever_the_base_dtype(compute_dtype) -> None:
+    """Lab-01's QLoRA checkpoint: the 4-bit linear weights take <= 0.3x their 16-bit bytes, in the fp32
+    CPU case and with a bf16 base as on a GPU; an unquantized model has no 4-bit layers, so it fails."""
+    from common_utils.training.memory import nf4_linear_bytes
+
+    quantized, _ = load_causal_lm(EMBEDDED_LM, quantization="4bit", dtype=compute_dtype, device="cpu")
+    measured = nf4_linear_bytes(quantized)
+    assert measured.layers == 30 * 7, measured
+    assert measured.ratio <= 0.3, measured
+    plain, _ = load_causal_lm(EMBEDDED_LM, dtype=torch.bfloat16, device="cpu")
+    assert nf4_linear_bytes(plain).layers == 0
