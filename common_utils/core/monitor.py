@@ -129,16 +129,29 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def synchronize_cuda() -> None:
+    """Wait for queued GPU work, so a timer around asynchronous CUDA kernels measures the kernels and
+    not only their launch. A no-op on CPU; never imports torch itself (timing code already has)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of `fn()` over `repeats` calls after `warmup` untimed ones: the median
-    resists the outliers a busy machine produces, so two configurations compare fairly."""
+    resists the outliers a busy machine produces, so two configurations compare fairly. GPU work is
+    waited for before and after each call (synchronize_cuda)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        synchronize_cuda()
         start = time.perf_counter()
         fn()
+        synchronize_cuda()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]

@@ -13,13 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-
-def _synchronize() -> None:
-    """Wait for queued GPU work, so a timer around asynchronous CUDA kernels measures them."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+from common_utils.core.monitor import synchronize_cuda
 
 
 @dataclass
@@ -54,9 +48,9 @@ def interleaved_times(candidates: Mapping[str, Callable[[], object]], repeats: i
     result = InterleavedTimes({name: [] for name in candidates})
     for _ in range(repeats):
         for name, fn in candidates.items():
-            _synchronize()
+            synchronize_cuda()
             start = time.perf_counter()
             fn()
-            _synchronize()
+            synchronize_cuda()
             result.seconds[name].append(time.perf_counter() - start)
     return result
