@@ -140,3 +140,25 @@ def load_or_train_tiny_lm(path: str | Path, ids: torch.Tensor, steps: int,
     recipe (`train_and_save_tiny_lm` with these settings), so every stage runs on its own."""
     ensure(path, lambda: train_and_save_tiny_lm(path, ids, steps, **config), made_by=BASELINE_RECIPE)
     return load_tiny_lm(path)
+
+
+def extraction_lines(split: str) -> list[str]:
+    """The course extraction rows as 'sentence => JSON' lines: the tiny char LM's training text."""
+    from common_utils.data import load_course_dataset
+
+    return [row["input"] + " => " + row["output"] for row in load_course_dataset("person_extraction", split)]
+
+
+def course_char_data() -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """(train ids, valid ids, vocabulary) of the Lab-1.6 character corpus; valid characters missing
+    from the training vocabulary map to id 0, as 01-Setup writes it out."""
+    train_ids, vocab = char_corpus(extraction_lines("train"))
+    valid_ids = torch.tensor([vocab.get(ch, 0) for ch in "\n".join(extraction_lines("valid"))])
+    return train_ids, valid_ids, vocab
+
+
+def load_lab_baseline(path: str | Path, sizes, train_ids: torch.Tensor, vocab: dict[str, int]) -> TinyCausalLM:
+    """Lab-1.6's MHA baseline with the lab's sizes (n_kv_heads = n_heads), rebuilt by `ensure` when missing."""
+    model, _ = load_or_train_tiny_lm(path, train_ids, sizes.train_steps, vocab_size=len(vocab),
+                                     d_model=sizes.d_model, n_heads=sizes.n_heads, n_kv_heads=sizes.n_heads)
+    return model
