@@ -1,4 +1,4 @@
-"""Load a maintainer script from scripts/ as a module, so tests can call its functions directly."""
+"""Test helpers: load a maintainer script from scripts/ as a module, and write a minimal notebook."""
 
 from __future__ import annotations
 
@@ -16,3 +16,14 @@ def load_script(name: str, module_name: str | None = None) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    """A minimal nbformat-4 notebook with these code cells (enough for the runner and nbmake)."""
+    import json
+
+    cells = [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+             for source in sources]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path

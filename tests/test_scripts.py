@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from script_loader import load_script
+from script_loader import load_script, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,24 +87,16 @@ def test_partition_keeps_each_lab_whole_and_in_order(tmp_path: Path) -> None:
     assert sorted(len(g) for g in groups) == [5, 8]
 
 
-def _notebook(path: Path, *sources: str) -> Path:
-    """A minimal nbformat-4 notebook with these code cells (enough for the runner and nbmake)."""
-    cells = [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
-             for source in sources]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
-    return path
-
 
 def test_chapters_are_found_by_folder_pattern(tmp_path: Path, monkeypatch) -> None:
     """A new chapter needs no code change: any top-level `NN-Name` folder is searched."""
     notebooks = _load("notebooks")
     monkeypatch.setattr(notebooks, "ROOT", tmp_path)
-    new = _notebook(tmp_path / "07-Some_New_Chapter" / "02-Labs" / "Lab-7.1-X" / "01-Setup.ipynb")
-    first = _notebook(tmp_path / "00-Course_Setup" / "01-Environment_Check.ipynb")
-    _notebook(tmp_path / "docs" / "not_a_chapter.ipynb")
-    _notebook(tmp_path / "7-Too_Short" / "x.ipynb")
-    _notebook(tmp_path / "07-Some_New_Chapter" / "02-Labs" / "Lab-7.1-X" / "outputs" / "copy.ipynb")
+    new = write_notebook(tmp_path / "07-Some_New_Chapter" / "02-Labs" / "Lab-7.1-X" / "01-Setup.ipynb")
+    first = write_notebook(tmp_path / "00-Course_Setup" / "01-Environment_Check.ipynb")
+    write_notebook(tmp_path / "docs" / "not_a_chapter.ipynb")
+    write_notebook(tmp_path / "7-Too_Short" / "x.ipynb")
+    write_notebook(tmp_path / "07-Some_New_Chapter" / "02-Labs" / "Lab-7.1-X" / "outputs" / "copy.ipynb")
     assert [p.name for p in notebooks.chapter_folders()] == ["00-Course_Setup", "07-Some_New_Chapter"]
     assert notebooks.find_notebooks([]) == [first, new]
 
@@ -136,8 +128,8 @@ def test_dry_run_lists_each_workers_labs_and_skips_without_running(tmp_path: Pat
     chapter = tmp_path / "01-Chapter" / "02-Labs"
     for lab in ["Lab-A", "Lab-B"]:
         for stage in ["01-Setup", "02-Train"]:
-            _notebook(chapter / lab / f"{stage}.ipynb")
-    _notebook(chapter / "Lab-C" / "01-Setup.ipynb")
+            write_notebook(chapter / lab / f"{stage}.ipynb")
+    write_notebook(chapter / "Lab-C" / "01-Setup.ipynb")
     (chapter / "Lab-C" / "lab.yaml").write_text("accelerator: cpu\nrequires: [no_such_module_xyz]\n")
     assert notebooks.run(["--dry-run", "--workers", "2"]) == 0
     out = capsys.readouterr().out
@@ -162,7 +154,7 @@ def test_a_run_where_pytest_collects_nothing_fails(tmp_path: Path, monkeypatch) 
 
     monkeypatch.setenv("COURSE_REPORT_DIR", str(tmp_path / "reports"))
     monkeypatch.setattr(notebooks, "_pytest", lambda *a, **k: Finished(5))
-    nb = _notebook(tmp_path / "Lab-A" / "01-Setup.ipynb")
+    nb = write_notebook(tmp_path / "Lab-A" / "01-Setup.ipynb")
     assert notebooks.run(["--workers", "1", str(nb)]) == 1
 
 
@@ -224,7 +216,7 @@ def test_run_records_the_gpu_peak_from_inside_the_kernel(tmp_path: Path, monkeyp
         "cuda = types.SimpleNamespace(is_initialized=lambda: True, max_memory_allocated=lambda: 3 * 1024**3,\n"
         "    max_memory_reserved=lambda: 17 * 1024**3, get_device_name=lambda: 'Fake GPU')\n"
         "sys.modules['torch'] = types.SimpleNamespace(cuda=cuda)")
-    nb = _notebook(tmp_path / "Lab-Z" / "01-Setup.ipynb", fake_torch, "x = 1")
+    nb = write_notebook(tmp_path / "Lab-Z" / "01-Setup.ipynb", fake_torch, "x = 1")
     reports = tmp_path / "reports"
     monkeypatch.setenv("COURSE_REPORT_DIR", str(reports))
     assert notebooks.run(["--workers", "1", "--max-gpu-gib", "15", str(nb)]) == 1

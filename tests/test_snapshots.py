@@ -7,36 +7,24 @@ notebook is never modified.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 from types import ModuleType
 
 import nbformat
+from script_loader import load_script, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_snapshot_test_{name}", ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name, f"_snapshot_test_{name}")
 
-
-def _notebook(path: Path, *sources: str) -> Path:
-    cells = [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
-             for source in sources]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
-    return path
 
 
 def test_snapshots_keep_the_executed_outputs_without_touching_the_notebook(tmp_path: Path, monkeypatch) -> None:
     notebooks = _load("notebooks")
-    good = _notebook(tmp_path / "Lab-S" / "01-Good.ipynb", "print('snapshot says hello', 6 * 7)", "x = 1\nx + 1")
-    bad = _notebook(tmp_path / "Lab-S" / "02-Bad.ipynb", "print('before the error')", "raise ValueError('on purpose')",
+    good = write_notebook(tmp_path / "Lab-S" / "01-Good.ipynb", "print('snapshot says hello', 6 * 7)", "x = 1\nx + 1")
+    bad = write_notebook(tmp_path / "Lab-S" / "02-Bad.ipynb", "print('before the error')", "raise ValueError('on purpose')",
                     "print('never runs')")
     committed = {path: path.read_bytes() for path in (good, bad)}
     snapshots = tmp_path / "executed"
