@@ -1,6 +1,7 @@
 """Evaluation metrics that do not belong to one task (chapter 04 fills this room: harness, statistics).
 
-Today: perplexity over plain texts, the measure compression and distillation labs report.
+Today: perplexity over plain texts and over fixed-length token blocks, the measure compression and
+distillation labs report.
 """
 
 from __future__ import annotations
@@ -25,4 +26,25 @@ def perplexity(model, tokenizer, texts: list[str], max_length: int = 256, batch_
                                                 ignore_index=-100, reduction="sum")
         total_nll += nll.item()
         total_tokens += int((targets != -100).sum())
+    return math.exp(total_nll / total_tokens)
+
+
+def block_perplexity(model, blocks, batch_size: int = 4) -> float:
+    """exp(mean next-token NLL) over fixed-length token blocks (rows of a LongTensor, no padding).
+
+    Every position but the first of each block is predicted, so two models scored on the same blocks
+    are compared on exactly the same tokens (chapter 03 compares compressed models this way)."""
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(blocks), batch_size):
+            batch = blocks[start:start + batch_size].to(device)
+            logits = model(batch).logits[:, :-1].float()
+            targets = batch[:, 1:]
+            total_nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                                           reduction="sum").item()
+            total_tokens += targets.numel()
     return math.exp(total_nll / total_tokens)
