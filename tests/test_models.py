@@ -116,3 +116,30 @@ def test_nf4_saves_on_the_linear_weights_whatever_the_base_dtype(compute_dtype) 
     assert measured.ratio <= 0.3, measured
     plain, _ = load_causal_lm(EMBEDDED_LM, dtype=torch.bfloat16, device="cpu")
     assert nf4_linear_bytes(plain).layers == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lora_merge_check_holds_in_the_models_dtype_and_fails_without_the_adapter(dtype) -> None:
+    """The merge checkpoints (Lab-01 04, Lab-05 04, Lab-1.1 05, Lab-1.8 04) compare adapter and merged
+    logits against merge_tolerance(dtype): a correct merge passes in fp32 (CPU) and bf16 (every GPU
+    run); comparing with the base model, i.e. a merge that lost the adapter, fails in both."""
+    from common_utils.training.peft_lab import compare_logits, merge_tolerance
+
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = load_causal_lm(EMBEDDED_LM, dtype=dtype, device="cpu")
+    batch = tokenizer(["Extract the person: Ana Silva, 31, lives in Lisbon."], return_tensors="pt")
+    with torch.inference_mode():
+        base_logits = model(**batch).logits.float()
+    torch.manual_seed(0)
+    adapted = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                               init_lora_weights=False))  # random B: a "trained" adapter
+    with torch.inference_mode():
+        adapter_logits = adapted(**batch).logits.float()
+    merged = adapted.merge_and_unload()
+    with torch.inference_mode():
+        merged_logits = merged(**batch).logits.float()
+    tolerance = merge_tolerance(dtype)
+    assert compare_logits(adapter_logits, merged_logits, batch).relative < tolerance
+    assert compare_logits(adapter_logits, base_logits, batch).relative > tolerance
