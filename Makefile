@@ -6,6 +6,7 @@
 #   make timing              per-notebook seconds of the last notebook run, slowest first
 #   make test-gpu            on an NVIDIA GPU: unit tests, then every notebook in the full profile, one at a
 #                            time, failing when a notebook's peak reserved GPU memory exceeds GPU_MAX_GIB
+#   make serve               the course's OpenAI-compatible server on 127.0.0.1:$PORT (default 8000; COURSE_API_KEY required)
 #   make duplicates          notebook pairs that share copied code (scripts/notebook_duplicates.py)
 #   make site                the course site in build/site/ (theory, READMEs, notebooks with the outputs of
 #                            the last notebook run), link-checked; open build/site/index.html
@@ -23,7 +24,7 @@ SNAPSHOTS ?= build/executed
 SITE_DIR ?= build/site
 
 .PHONY: install provision lab test unit notebooks smoke timing lint doctor clean-outputs test-gpu gpu-guard \
-	duplicates site site-check
+	duplicates site site-check serve
 
 install: $(STAMP)
 
@@ -33,6 +34,11 @@ $(STAMP): pyproject.toml constraints.txt scripts/install.sh
 
 provision: install
 	$(PY) -m common_utils provision
+
+# The course's OpenAI-compatible server on 127.0.0.1:$${PORT:-8000} (Lab-2.4); needs COURSE_API_KEY.
+# ADAPTER=path/to/lora/adapter serves base + adapter (merged at load).
+serve: provision
+	$(OFFLINE) $(PY) -m common_utils.inference.server $(if $(ADAPTER),--adapter $(ADAPTER))
 
 doctor: install
 	$(PY) -m common_utils doctor
