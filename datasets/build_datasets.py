@@ -56,10 +56,24 @@ SENTENCE_TEMPLATES = [
 ]
 EXTRACTION_INSTRUCTION = "Extract the person's name, age and city from the text. Reply with JSON only."
 EXTRACTION_SPLITS = {"train": 400, "valid": 40, "test": 60}
+# test_unseen: names, cities and sentence templates that occur in no other split. In `test` only the
+# combinations are new (every first name, last name, city and template also occurs in train), so it
+# measures the format learned; test_unseen also measures whether the model copies spans it never saw.
+UNSEEN_FIRST_NAMES = ["Aino", "Bjorn", "Camila", "Dmitri", "Esther", "Felix", "Gloria", "Hamid", "Irene", "Joao"]
+UNSEEN_LAST_NAMES = ["Abara", "Brennan", "Castillo", "Demir", "Eriksen", "Farouk", "Gallo", "Horvat"]
+UNSEEN_CITIES = ["Bergen", "Cusco", "Da Nang", "Edinburgh", "Fukuoka", "Graz", "Helsinki", "Izmir"]
+UNSEEN_TEMPLATES = [
+    "Last week {name} ({age}) gave a talk about gardens in {city}.",
+    "Name: {name}. Age: {age}. Home town: {city}.",
+    "Everyone in {city} knows {name}, who turned {age} in May.",
+    "{name}, a nurse aged {age}, works in {city}.",
+]
+UNSEEN_SIZE = 40
 
 
 def build_person_extraction(rng: random.Random) -> dict[str, list[dict]]:
-    """Every row is a different person (distinct full name), so no test name or answer occurs in train."""
+    """Every row is a different person (distinct full name), so no test answer occurs in train; the
+    test_unseen split also uses first names, last names, cities and templates found nowhere else."""
     full_names = [f"{first} {last}" for first in FIRST_NAMES for last in LAST_NAMES]
     chosen = rng.sample(full_names, sum(EXTRACTION_SPLITS.values()))
     splits: dict[str, list[dict]] = {}
@@ -68,12 +82,21 @@ def build_person_extraction(rng: random.Random) -> dict[str, list[dict]]:
         people = [(name, rng.randint(18, 89), rng.choice(CITIES)) for name in chosen[start:start + size]]
         splits[split] = [_extraction_row(p, rng, f"{split}-{i:04d}") for i, p in enumerate(people)]
         start += size
+    splits["test_unseen"] = _unseen_extraction_rows(random.Random(f"{SEED}-person_extraction-unseen"))
     return splits
 
 
-def _extraction_row(person: tuple[str, int, str], rng: random.Random, row_id: str) -> dict:
+def _unseen_extraction_rows(rng: random.Random) -> list[dict]:
+    """test_unseen from its own RNG, so adding it left the other splits byte-identical."""
+    full_names = [f"{first} {last}" for first in UNSEEN_FIRST_NAMES for last in UNSEEN_LAST_NAMES]
+    people = [(name, rng.randint(18, 89), rng.choice(UNSEEN_CITIES)) for name in rng.sample(full_names, UNSEEN_SIZE)]
+    return [_extraction_row(p, rng, f"test_unseen-{i:04d}", UNSEEN_TEMPLATES) for i, p in enumerate(people)]
+
+
+def _extraction_row(person: tuple[str, int, str], rng: random.Random, row_id: str,
+                    templates: list[str] = SENTENCE_TEMPLATES) -> dict:
     name, age, city = person
-    text = rng.choice(SENTENCE_TEMPLATES).format(name=name, age=age, city=city)
+    text = rng.choice(templates).format(name=name, age=age, city=city)
     answer = {"name": name, "age": age, "city": city}
     return {
         "id": row_id,

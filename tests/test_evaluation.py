@@ -203,3 +203,35 @@ def test_chat_batch_and_forward_pass_on_the_course_model(tiny_lm) -> None:
     logits = logits_of(model, batch)
     assert logits.dtype == torch.float32 and compare_logits(logits, model, batch).max_abs == 0.0
     forward_pass(model, batch)()  # runs; adapter=False needs a peft model's disable_adapter()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('```json\n{"a": 1}\n```', {"a": 1}),
+    ('Sure! {"a": 1} {"b": 2}', {"a": 1}),
+    ('{not json} then {"x": [1]}', {"x": [1]}),
+    ("[1, 2]", None),
+    ("no object here", None),
+])
+def test_first_json_object_finds_the_answer_inside_a_chatty_reply(text: str, expected: dict | None) -> None:
+    from common_utils.tasks.extraction import first_json_object
+
+    assert first_json_object(text) == expected
+
+
+def test_lenient_scoring_separates_format_from_knowledge() -> None:
+    """A fenced, correct answer: strict exact match 0 (format), lenient 1 (knowledge)."""
+    fenced = f"```json\n{json.dumps(REFERENCE)}\n```"
+    assert score_extraction([fenced], [REFERENCE])["exact_match"] == 0.0
+    assert score_extraction([fenced], [REFERENCE], lenient=True)["exact_match"] == 1.0
+
+
+def test_unseen_extraction_slice_shares_no_name_city_or_template_with_train() -> None:
+    from common_utils import load_course_dataset
+
+    train, unseen = load_course_dataset("person_extraction", "train"), load_course_dataset("person_extraction", "test_unseen")
+    seen_words = {word.strip(".,;:()") for text in train["input"] for word in text.split()}
+    for answer in unseen["output"]:
+        person = json.loads(answer)
+        assert not set(person["name"].split()) & seen_words, person
+        assert person["city"].split()[0] not in seen_words, person
+    assert len(unseen) == 40

@@ -55,12 +55,31 @@ def parse_json_object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def score_extraction(predictions: list[str], references: list[str | dict[str, Any]]) -> dict[str, float]:
-    """Exact match (parsed object equals the reference), JSON validity, and per-field accuracy."""
+def first_json_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object anywhere in the reply (inside a code fence, after a preamble, before
+    repeats), or None. Lenient: it separates knowing the answer from following the format."""
+    decoder = json.JSONDecoder()
+    for start in (i for i, char in enumerate(text) if char == "{"):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def score_extraction(predictions: list[str], references: list[str | dict[str, Any]],
+                     lenient: bool = False) -> dict[str, float]:
+    """Exact match (parsed object equals the reference), JSON validity, and per-field accuracy.
+
+    Strict (default, what the course asserts): the whole reply must be the object. `lenient=True`
+    scores the first object found anywhere in the reply (`first_json_object`)."""
     if len(predictions) != len(references) or not predictions:
         raise ValueError(f"need equal, non-empty lists; got {len(predictions)} predictions, {len(references)} references")
     refs = [json.loads(r) if isinstance(r, str) else r for r in references]
-    parsed = [parse_json_object(p) for p in predictions]
+    parse = first_json_object if lenient else parse_json_object
+    parsed = [parse(p) for p in predictions]
     n = len(refs)
     scores = {
         "n": n,
