@@ -125,3 +125,30 @@ def test_set_threads() -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("logger_name,message", [
+    ("torchao", "Failed to load /site-packages/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: cannot open"),
+    ("torch.utils._pytree", "<enum 'KernelPreference'> is an Enum subclass and is now natively supported by torch.compile"),
+    ("DeepSpeed", "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."),
+])
+def test_known_noise_is_dropped_and_other_messages_still_show(logger_name: str, message: str) -> None:
+    import logging
+
+    import common_utils  # noqa: F401  (importing it installs the filters)
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger(logger_name)
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        logger.warning(message)
+        logger.warning("a different warning from the same library")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["a different warning from the same library"]
