@@ -17,16 +17,12 @@ from common_utils.evaluation import block_perplexity
 
 import pytest
 import torch
+from tiny_models import random_llama
 
 
-@pytest.fixture(scope="module")
-def random_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(config).eval()
+@pytest.fixture(scope="module", name="random_llama")
+def random_llama_fixture():
+    return random_llama()
 
 
 class ByteTokenizer:

@@ -21,16 +21,12 @@ from common_utils.reference.ptq import (
 
 import pytest
 import torch
+from tiny_models import random_llama
 
 
-@pytest.fixture(scope="module")
-def random_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(config).eval()
+@pytest.fixture(scope="module", name="random_llama")
+def random_llama_fixture():
+    return random_llama(hidden_size=64, intermediate_size=128)
 
 
 @pytest.mark.parametrize(("bits", "symmetric"), [(8, True), (4, True), (4, False), (3, False)])

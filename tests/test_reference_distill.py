@@ -19,18 +19,15 @@ from common_utils.reference.distill import (  # noqa: E402
     topk_forward_kl,
 )
 
+from tiny_models import random_llama  # noqa: E402
+
 
 def _logits(seed: int, shape=(3, 5, 50)) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 3
 
 
 def _tiny_llama(layers: int = 4, vocab: int = 64):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(config).eval()
+    return random_llama(vocab_size=vocab, intermediate_size=64, layers=layers)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])

@@ -19,6 +19,8 @@ from common_utils.reference.pruning import (  # noqa: E402
     wanda_scores,
 )
 
+from tiny_models import random_llama  # noqa: E402
+
 
 def _layer_error(delta: torch.Tensor, gram: torch.Tensor) -> float:
     delta = delta.double()
@@ -26,12 +28,7 @@ def _layer_error(delta: torch.Tensor, gram: torch.Tensor) -> float:
 
 
 def _tiny_llama(layers: int = 4):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(config).eval()
+    return random_llama(layers=layers)
 
 
 def test_layer_mask_equals_torch_prune_and_sparsities_are_exact() -> None:
