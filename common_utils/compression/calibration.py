@@ -62,6 +62,8 @@ def collect_input_gram(model, blocks, batch_size: int = 4) -> dict:
     Returns {"tokens": n, "gram": {linear_name: (in_features, in_features) float32 tensor}}.
     GPTQ's Hessian is 2·gram/n; Wanda's input norm of column j is sqrt(gram[j, j]). Linears fed the
     same tensor (q/k/v, gate/up) share one matrix: it is computed once per forward and stored once."""
+    from common_utils.core.generation import forward_blocks
+
     import torch
 
     linears = decoder_linears(model)
@@ -81,12 +83,8 @@ def collect_input_gram(model, blocks, batch_size: int = 4) -> dict:
         return accumulate
 
     handles = [module.register_forward_pre_hook(hook(name)) for name, module in linears.items()]
-    device = next(model.parameters()).device
     try:
-        model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(blocks), batch_size):
-                model(blocks[start:start + batch_size].to(device))
+        forward_blocks(model, blocks, batch_size)
     finally:
         previous.update(input=None, name=None)
         for handle in handles:

@@ -1,4 +1,5 @@
-"""Batched greedy generation from chat conversations: how every lab turns a model into replies to score.
+"""Batched greedy generation from chat conversations: how every lab turns a model into replies to score;
+and `forward_blocks`, the plain forward pass over token blocks that statistics hooks listen to.
 
 Checkpoint cells score generations rather than trusting the training loss: a collapsed model can
 log a low loss while it repeats tokens (measured in COURSE_DESIGN §3).
@@ -33,3 +34,17 @@ def generate_batch(model, tokenizer, conversations: list[list[dict[str, str]]], 
     finally:
         tokenizer.padding_side = previous_side
     return replies
+
+
+def forward_blocks(model, blocks, batch_size: int = 4) -> None:
+    """Run `model` over token blocks ([n, T] ids) in batches, in eval and inference mode, outputs dropped.
+
+    Calibration (chapter 03: input grams, block influence) collects what it needs with forward hooks
+    while this runs; the hooks are the caller's, and so is removing them."""
+    import torch
+
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(blocks), batch_size):
+            model(blocks[start:start + batch_size].to(device))

@@ -117,6 +117,8 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, sparsity: float = 
 # ---- from 03-Model_Compression/02-Labs/Lab-3.2-Pruning_Wanda_SparseGPT/04-Structured_Depth_Pruning.ipynb ----
 import torch
 
+from common_utils.core.generation import forward_blocks
+
 
 def block_influence(model, blocks, batch_size: int = 4) -> list[float]:
     """ShortGPT's Block Influence (BI) of every decoder block (Men et al. 2024).
@@ -136,12 +138,8 @@ def block_influence(model, blocks, batch_size: int = 4) -> list[float]:
         return record
 
     handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
-    device = next(model.parameters()).device
     try:
-        model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(blocks), batch_size):
-                model(blocks[start:start + batch_size].to(device))
+        forward_blocks(model, blocks, batch_size)  # the hooks above record while it runs
     finally:
         for handle in handles:
             handle.remove()
