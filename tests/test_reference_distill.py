@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from common_utils.evaluation import block_token_nll  # noqa: E402
 from common_utils.reference.distill import (  # noqa: E402
     draft_matches,
     forward_kl,
@@ -15,7 +16,6 @@ from common_utils.reference.distill import (  # noqa: E402
     lowest_influence,
     paired_bootstrap,
     reverse_kl,
-    token_nll,
     topk_forward_kl,
 )
 
@@ -70,11 +70,11 @@ def test_lowest_influence_orders_by_value() -> None:
     assert lowest_influence([0.9, 0.1, 0.5, 0.05], 2) == [3, 1]
 
 
-def test_token_nll_matches_cross_entropy_and_kd_heal_moves_toward_teacher() -> None:
+def test_block_token_nll_matches_cross_entropy_and_kd_heal_moves_toward_teacher() -> None:
     teacher, student = _tiny_llama(), _tiny_llama()
     torch.nn.init.normal_(student.model.layers[2].mlp.down_proj.weight, std=0.5)  # a damaged student
     blocks = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(0))
-    nll = token_nll(teacher, blocks)
+    nll = block_token_nll(teacher, blocks)
     with torch.no_grad():
         reference = teacher(blocks, labels=blocks).loss.item()
     assert nll.shape == (4, 11) and nll.mean().item() == pytest.approx(reference, rel=1e-5)

@@ -29,22 +29,27 @@ def perplexity(model, tokenizer, texts: list[str], max_length: int = 256, batch_
     return math.exp(total_nll / total_tokens)
 
 
-def block_perplexity(model, blocks, batch_size: int = 4) -> float:
-    """exp(mean next-token NLL) over fixed-length token blocks (rows of a LongTensor, no padding).
+def block_token_nll(model, blocks, batch_size: int = 4):
+    """Next-token negative log-likelihood at every predicted position of fixed-length token blocks
+    (rows of a LongTensor, no padding), shape (n_blocks, block_tokens - 1), on the CPU.
 
-    Every position but the first of each block is predicted, so two models scored on the same blocks
-    are compared on exactly the same tokens (chapter 03 compares compressed models this way)."""
+    Two models scored on the same blocks are paired token by token: the per-token differences feed
+    paired tests (Lab-3.3's bootstrap), their mean gives `block_perplexity`."""
     import torch
 
     model.eval()
     device = next(model.parameters()).device
-    total_nll, total_tokens = 0.0, 0
+    rows = []
     with torch.inference_mode():
         for start in range(0, len(blocks), batch_size):
             batch = blocks[start:start + batch_size].to(device)
             logits = model(batch).logits[:, :-1].float()
-            targets = batch[:, 1:]
-            total_nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                                           reduction="sum").item()
-            total_tokens += targets.numel()
-    return math.exp(total_nll / total_tokens)
+            rows.append(torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").cpu())
+    return torch.cat(rows)
+
+
+def block_perplexity(model, blocks, batch_size: int = 4) -> float:
+    """exp(mean next-token NLL) over fixed-length token blocks: every position but the first of each
+    block is predicted, so models compared on the same blocks are scored on exactly the same tokens
+    (chapter 03 compares compressed models this way)."""
+    return math.exp(block_token_nll(model, blocks, batch_size).double().mean().item())

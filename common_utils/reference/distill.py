@@ -53,20 +53,6 @@ import torch  # noqa: F811 (a #@save cell carries its own imports)
 import torch.nn.functional as F  # noqa: F811
 
 
-def token_nll(model, blocks, batch_size: int = 4):
-    """Next-token negative log-likelihood at every predicted position of fixed-length blocks,
-    shape (n_blocks, block_tokens - 1): two models scored on the same blocks are paired token by token."""
-    model.eval()
-    device = next(model.parameters()).device
-    rows = []
-    with torch.inference_mode():
-        for start in range(0, len(blocks), batch_size):
-            batch = blocks[start:start + batch_size].to(device)
-            logits = model(batch).logits[:, :-1].float()
-            rows.append(F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").cpu())
-    return torch.cat(rows)
-
-
 def task_batch(tokenizer, conversations_with_answer, conversations_prompt):
     """Right-padded input_ids, attention_mask and labels for teacher-forced task scoring: labels are -100
     except on the answer tokens and the end-of-turn token that follows them (what greedy decoding must emit)."""
