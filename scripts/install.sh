@@ -39,7 +39,7 @@ fi
 
 # DS_BUILD_OPS=0: DeepSpeed installs without compiling its CUDA/C++ ops; the few it needs (e.g. the
 # CPU shared-memory comm op) are JIT-built with the system compiler on first use.
-DS_BUILD_OPS=0 "${PIP[@]}" -c constraints.txt -e ".[dev,distributed,serve]"
+DS_BUILD_OPS=0 "${PIP[@]}" -c constraints.txt -e ".[dev,distributed,serve,eval]"
 # Build DeepSpeed's CPU shared-memory comm op now (once, cached in ~/.cache/torch_extensions), so the
 # first multi-process DeepSpeed run of Lab-1.3 does not spend minutes compiling inside a notebook.
 "$VENV/bin/python" -c "from common_utils.training.deepspeed import ensure_deepspeed_cpu_comm_op as e; print('DeepSpeed CPU comm op:', e())" \
