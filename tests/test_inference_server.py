@@ -13,7 +13,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +26,11 @@ from common_utils.core.models import load_tokenizer  # noqa: E402
 from common_utils.core.processes import free_port  # noqa: E402
 from common_utils.inference.server import Settings, create_app  # noqa: E402
 from common_utils.inference.server_protocol import TextAssembler  # noqa: E402
+from common_utils.inference.service_client import serve_app  # noqa: E402
 
 import httpx  # noqa: E402
 import openai  # noqa: E402
 import torch  # noqa: E402
-import uvicorn  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -69,20 +68,8 @@ def settings(**changes) -> Settings:
 @contextmanager
 def serving(app_settings: Settings, model, tokenizer):
     """Run the app with uvicorn in a thread on its port; yield the base URL; always stop it."""
-    app = create_app(app_settings, model=model, tokenizer=tokenizer)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=app_settings.port, log_level="warning",
-                                           access_log=False, timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{app_settings.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serve_app(create_app(app_settings, model=model, tokenizer=tokenizer), port=app_settings.port) as url:
+        yield url
 
 
 _CLIENTS: list[openai.OpenAI] = []

@@ -9,6 +9,8 @@
     server_engine    its one generation worker: continuous batching on Lab-2.3's engine, cancel flags
     server_protocol  OpenAI request/response/chunk shapes and errors, token-to-text assembly
     server_metrics   its Prometheus registry (TTFT, inter-token latency, tokens, queue depth)
+    service_client   the client side of a served model: start/stop the course server on a free loopback
+                     port, concurrent timed `openai` streams, /metrics scraping (Lab-2.4, tests, Lab-4.3)
 
 What a lab teaches — a KV cache, samplers, speculative decoding, a paged allocator and scheduler — is
 written in its notebooks and exported to common_utils.reference. Batched greedy generation for scoring

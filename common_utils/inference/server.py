@@ -558,6 +558,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--request-timeout", type=float, default=defaults.request_timeout_s)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt text (off by default: personal data)")
+    p.add_argument("--no-cancel-on-disconnect", dest="cancel_on_disconnect", action="store_false",
+                   help="keep generating for clients that hung up (only to measure what cancelling saves)")
     return p.parse_args(argv)
 
 
@@ -580,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
                                  max_queue=args.max_queue, max_model_len=args.max_model_len,
                                  max_tokens_limit=args.max_tokens_limit, kv_cache_tokens=args.kv_cache_tokens,
                                  request_timeout_s=args.request_timeout, threads=threads,
-                                 log_prompts=args.log_prompts)
+                                 log_prompts=args.log_prompts, cancel_on_disconnect=args.cancel_on_disconnect)
     app = create_app(settings)
     logger.info("ready", extra={"fields": {"url": f"http://{HOST}:{settings.port}/v1", "model": settings.model,
                                            "adapter": settings.adapter, "threads": threads,
