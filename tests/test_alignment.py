@@ -23,6 +23,7 @@ from common_utils.training.preference import (
     course_orpo_config,
     dpo_batch_logps,
     ensure_alignment_adapter,
+    heldout_log_odds_term,
     kl_to_reference,
     make_dpo_trainer,
     make_orpo_trainer,
@@ -250,6 +251,36 @@ def test_reply_logps_matches_completion_logps(tiny_lm) -> None:
         single = completion_logps(model, ids["input_ids"], ids["attention_mask"], mask)
     assert values.shape == (2,)
     assert values[0].item() == pytest.approx(single.item(), abs=1e-4), "right padding must not change log-probs"
+
+
+def test_reply_logps_mean_divides_by_the_reply_tokens(tiny_lm) -> None:
+    _, tokenizer = tiny_lm
+    model = _tiny_peft_lm(tokenizer).eval()
+    conversation = [{"role": "user", "content": "What is 2 plus 2?"}]
+    reply = "It is four, I think."
+    total = reply_logps(model, tokenizer, [conversation], [reply])
+    mean = reply_logps(model, tokenizer, [conversation], [reply], mean=True)
+    n_reply = len(tokenizer(reply + tokenizer.eos_token, add_special_tokens=False)["input_ids"])
+    assert mean.item() == pytest.approx(total.item() / n_reply, rel=1e-5)
+
+
+def test_heldout_log_odds_term_is_orpo_preference_term(tiny_lm) -> None:
+    """The held-out measure equals -lam^-1 x the preference part of orpo_loss on the same mean log-probs,
+    and it is the same number twice for an unchanged model (what makes Lab-1.8's assert fail at lr 0)."""
+    _, tokenizer = tiny_lm
+    model = _tiny_peft_lm(tokenizer).eval()
+    rows = [{"system": "Answer in at most five words.", "prompt": "What is 2 plus 2?", "chosen": "It is 4.",
+             "rejected": "Well, the answer to your question is four."},
+            {"system": "Begin your reply with 'Answer:'.", "prompt": "Capital of France?", "chosen": "Answer: Paris",
+             "rejected": "Paris"}]
+    term = heldout_log_odds_term(model, tokenizer, rows)
+    conversations = [preference_messages(row) for row in rows]
+    chosen = reply_logps(model, tokenizer, conversations, [r["chosen"] for r in rows], mean=True)
+    rejected = reply_logps(model, tokenizer, conversations, [r["rejected"] for r in rows], mean=True)
+    loss, _ = orpo_loss(torch.tensor(0.0), chosen, rejected, lam=1.0)
+    assert term <= 0.0
+    assert term == pytest.approx(-loss.item(), rel=1e-5)
+    assert heldout_log_odds_term(model, tokenizer, rows) == term
 
 
 def test_configs_carry_lab_sizes(sizes, profile, tmp_path: Path) -> None:

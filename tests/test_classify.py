@@ -81,6 +81,13 @@ def test_p_tuning_v2_is_deep_prefix_without_projection() -> None:
     assert count_parameters(model).trainable == 5 * 2 * 2 * 16 + head
 
 
+def test_train_head_false_leaves_only_the_prompts_trainable() -> None:
+    model = classify.prepare_classifier(tiny_bert(), "p_tuning_v2", num_virtual_tokens=5, train_head=False)
+    assert count_parameters(model).trainable == 5 * 2 * 2 * 16, "only the deep prompts may train"
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable and not any("classifier" in name for name in trainable)
+
+
 def test_prepare_classifier_baselines() -> None:
     head = classify.prepare_classifier(tiny_bert(), "head")
     assert count_parameters(head).trainable == 16 * 4 + 4

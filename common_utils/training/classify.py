@@ -107,7 +107,9 @@ def prepare_classifier(model, method: Any, sizes=None, **overrides: Any):
     """Make `model` (an encoder with a sequence-classification head) train the way `method` says.
 
     "full": every weight trains. "head": only the head. Any registered PEFT method: applied through
-    the factory, with peft's SEQ_CLS task type so peft keeps the new head trainable too. A peft
+    the factory, with peft's SEQ_CLS task type so peft keeps the new head trainable too;
+    `train_head=False` freezes that head at its seeded random start, so only the method's own parameters
+    learn (the control that shows prompts learned something the head could not). A peft
     config object (task_type="SEQ_CLS") is applied as written (a copy: the caller's object stays as is)."""
     from common_utils.peft.methods import apply_peft, get_method
 
@@ -131,9 +133,15 @@ def prepare_classifier(model, method: Any, sizes=None, **overrides: Any):
         spec = get_method(method)
     except KeyError as error:
         raise KeyError(f"{error.args[0]}; or a baseline: {', '.join(BASELINES)}") from None
-    if not spec.applies_itself:
-        overrides = {"task_type": "SEQ_CLS", **overrides}
-    return apply_peft(model, method, sizes, **overrides)
+    if spec.applies_itself:  # bitfit: takes train_head itself
+        return apply_peft(model, method, sizes, **overrides)
+    train_head = overrides.pop("train_head", True)
+    model = apply_peft(model, method, sizes, **{"task_type": "SEQ_CLS", **overrides})
+    if not train_head:  # the method alone must do the work: the head stays at its seeded random start
+        for name, parameter in model.named_parameters():
+            if {"classifier", "score"} & set(name.split(".")):
+                parameter.requires_grad = False
+    return model
 
 
 def course_classify_args(sizes, output_dir: str | Path, method: Any, **overrides: Any):
