@@ -10,13 +10,15 @@ its room, e.g. `from common_utils.training.sft import finetune_extraction`. Room
     core         runtime (profile, lab sizes, device), models, artifacts + ensure, generation, monitor,
                  plots, processes
     data         dataset registry, JSONL validation, loading, loss-token inspection
-    tasks        extraction, topic, preference (+ judge), alpaca: data formats and scorers per task
+    tasks        extraction, topic, preference (+ judge), alpaca, multiple_choice, tickets, web_corpus: data
+                 formats and scorers per task
     reference    code taught in notebooks, exported by scripts/export_reference.py (`#@save`)
     peft         the PEFT method factory and bottleneck adapters
     training     sft, preference, classify, distributed, deepspeed, memory
-    evaluation   metrics beyond one task (chapter 04 grows it)
-    inference    chapter 02 (empty, documented)
-    compression  chapter 03 (empty, documented)
+    evaluation   perplexity, classification metrics (macro-F1, confusion matrix), the lm_eval harness glue
+    inference    chapter 02: prompts, timing, traces, the course server and its client side
+    compression  chapter 03: calibration data and input statistics
+    project      chapter 04's capstone: task definition, data validation, training, report, serving, card
 """
 
 from __future__ import annotations

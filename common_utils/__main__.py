@@ -1,4 +1,4 @@
-"""Command line: `python -m common_utils doctor | provision | validate-data`.
+"""Command line: `python -m common_utils doctor | provision | validate-data | project init|validate DIR`.
 
 Instructors run `doctor` on classroom machines: it prints versions, device, profile, precision
 support, the bitsandbytes status and where each model lives, and exits non-zero if something
@@ -83,6 +83,33 @@ def validate_data_command(paths: list[str]) -> int:
     return 1 if failed else 0
 
 
+def project_command(action: str, folder: str, force: bool) -> int:
+    """`project init DIR` scaffolds a fine-tuning project; `project validate DIR` checks its data (Lab-4.3)."""
+    from common_utils.data import DatasetFormatError
+    from common_utils.project.definition import DefinitionError, init_project, load_definition
+    from common_utils.project.validate import validate_project
+
+    if action == "init":
+        try:
+            written = init_project(folder, overwrite=force)
+        except FileExistsError as error:
+            print(error)
+            return 1
+        print("created:", *written, sep="\n  ")
+        print(f"next: edit the definition and data, then `python -m common_utils project validate {folder}`")
+        return 0
+    try:
+        definition = load_definition(folder)
+        report = validate_project(definition)
+    except (DefinitionError, DatasetFormatError, FileNotFoundError) as error:
+        print(error)
+        return 1
+    print(f"project {definition.name!r}: {len(definition.labels)} labels, metric {definition.metric} "
+          f">= {definition.threshold}")
+    print(report.summary(definition.labels))
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common_utils", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,11 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     provision_parser.add_argument("--force", action="store_true", help="convert again even if already provisioned")
     validate_parser = commands.add_parser("validate-data", help="check course JSONL files (default: all)")
     validate_parser.add_argument("paths", nargs="*")
+    project_parser = commands.add_parser("project", help="scaffold or validate a fine-tuning project (Lab-4.3)")
+    project_parser.add_argument("action", choices=["init", "validate"])
+    project_parser.add_argument("folder", help="the project folder (holds task_definition.yaml)")
+    project_parser.add_argument("--force", action="store_true", help="init: overwrite an existing definition")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()
     if args.command == "provision":
         return provision_command(args.force)
+    if args.command == "project":
+        return project_command(args.action, args.folder, args.force)
     return validate_data_command(args.paths)
 
 

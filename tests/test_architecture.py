@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "common_utils"
 MAX_FACADE_NAMES = 40
 # The layering documented in common_utils/__init__.py: a room may import only rooms listed before it.
-ROOM_ORDER = ["core", "data", "tasks", "reference", "peft", "training", "evaluation", "inference", "compression"]
+ROOM_ORDER = ["core", "data", "tasks", "reference", "peft", "training", "evaluation", "inference", "compression",
+              "project"]
 
 
 def _module_name(path: Path) -> str:
