@@ -36,8 +36,8 @@ from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
 CHUNKS, DELAY_S = 5, 0.03
 
 
-def fake_server(max_running: int = 100) -> FastAPI:
-    """Streams CHUNKS words, DELAY_S apart; at most `max_running` streams at once, else 429 + Retry-After."""
+def fake_server(max_running: int = 100, delay_s: float = DELAY_S) -> FastAPI:
+    """Streams CHUNKS words, `delay_s` apart; at most `max_running` streams at once, else 429 + Retry-After."""
     app = FastAPI()
     state = {"running": 0}
 
@@ -63,7 +63,7 @@ def fake_server(max_running: int = 100) -> FastAPI:
             try:
                 yield chunk({"role": "assistant", "content": ""})
                 for i in range(CHUNKS):
-                    await asyncio.sleep(DELAY_S)
+                    await asyncio.sleep(delay_s)
                     yield chunk({"content": f"w{i} "})
                 yield chunk({}, finish="length")
                 yield chunk({}, usage={"prompt_tokens": 3, "completion_tokens": CHUNKS, "total_tokens": CHUNKS + 3},
@@ -182,11 +182,12 @@ def test_the_server_cli_can_turn_cancel_on_disconnect_off() -> None:
 
 
 def test_wait_idle_returns_once_nothing_runs() -> None:
-    with serve_app(fake_server()) as url:
+    # a slow stream (5 x 0.4 s): it must still be running when the short wait gives up, also on a loaded box
+    with serve_app(fake_server(delay_s=0.4)) as url:
         assert wait_idle(url, timeout_s=5) < 1
         with concurrent_stream(url):
             with pytest.raises(ServiceError, match="still had 1 running"):
-                wait_idle(url, timeout_s=DELAY_S)
+                wait_idle(url, timeout_s=0.2)
         assert wait_idle(url, timeout_s=5) < 5
 
 
