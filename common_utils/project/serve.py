@@ -1,25 +1,17 @@
 """Serve a project's adapter with the Chapter 02 server and ask it through the `openai` client.
 
 `serve_adapter` starts `python -m common_utils.inference.server --adapter DIR` (which merges the LoRA
-adapter into the base model at start-up) on a free loopback port with a fresh API key, waits for
-/health within a bounded time, and always stops the process, also when the block raises.
+adapter into the base model at start-up) through Lab-2.4's `course_server`: a free loopback port, a fresh
+API key, /health waited for within a bounded time, the process always stopped, also when the block raises.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-
-class ServerStartError(RuntimeError):
-    """The server exited or did not become healthy in time; the message carries its log tail."""
 
 
 @dataclass(frozen=True)
@@ -32,54 +24,19 @@ class Served:
     log_path: Path
 
 
-def server_command(model_key: str, adapter_dir: str | Path, port: int, threads: int = 1,
-                   max_model_len: int = 512) -> list[str]:
-    """The command line that serves the base model with the adapter merged in (loopback only)."""
-    return [sys.executable, "-m", "common_utils.inference.server", "--model", model_key, "--adapter",
-            str(adapter_dir), "--port", str(port), "--threads", str(threads), "--max-model-len", str(max_model_len)]
-
-
-def _healthy(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @contextmanager
 def serve_adapter(model_key: str, adapter_dir: str | Path, log_path: str | Path, timeout_s: float = 120,
-                  threads: int = 1) -> Iterator[Served]:
-    """Start the course server on `adapter_dir`, yield a Served once /health answers, always stop it."""
-    from common_utils.core.processes import free_port, tail
+                  threads: int = 1, max_model_len: int = 512) -> Iterator[Served]:
+    """Start the course server on `adapter_dir`, yield a Served once /health answers, always stop it.
+    A start that fails raises `common_utils.inference.service_client.ServiceError` with the log's tail."""
+    from common_utils.inference.service_client import course_server
 
     if not (Path(adapter_dir) / "adapter_config.json").exists():
         raise FileNotFoundError(f"{adapter_dir} holds no adapter_config.json: train and save the adapter first")
-    port, key = free_port(), secrets.token_urlsafe(24)
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "COURSE_API_KEY": key, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(server_command(model_key, adapter_dir, port, threads), stdout=log,
-                                   stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not _healthy(f"http://127.0.0.1:{port}/health"):
-            if process.poll() is not None:
-                raise ServerStartError(f"the server exited with code {process.returncode}:\n{tail(log_path)}")
-            if time.monotonic() > deadline:
-                raise ServerStartError(f"the server was not healthy after {timeout_s:.0f} s (raise "
-                                       f"server_start_timeout_s on a slow machine):\n{tail(log_path)}")
-            time.sleep(0.25)
-        yield Served(f"http://127.0.0.1:{port}/v1", key, model_key, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+    args = ["--model", model_key, "--adapter", str(adapter_dir), "--max-model-len", str(max_model_len)]
+    with course_server(args, api_key=secrets.token_urlsafe(24), log_path=log_path, threads=threads,
+                       start_timeout_s=timeout_s) as server:
+        yield Served(server.v1, server.api_key, model_key, server.log_path)
 
 
 def ask_served(served: Served, conversations: list[list[dict[str, str]]], max_tokens: int,
