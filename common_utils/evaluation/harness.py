@@ -42,6 +42,21 @@ def _data_files(files: dict[str, str | Path]) -> str:
     return "\n".join(f"    {split}: {_yaml_str(str(Path(path).resolve()))}" for split, path in files.items())
 
 
+def _write_task_yaml(task_dir: str | Path, task: str, files: dict[str, str | Path], body: str,
+                     metrics: tuple[str, ...]) -> Path:
+    """Write `task_dir/<task>.yaml` atomically: the local-JSONL dataset block, the task-specific `body`,
+    the mean-aggregated `metrics` and the version every course task shares."""
+    from common_utils.core.artifacts import atomic_file
+
+    metric_list = "".join(f"  - metric: {m}\n    aggregation: mean\n    higher_is_better: true\n" for m in metrics)
+    text = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n{_data_files(files)}\n"
+            f"test_split: test\n{body}metric_list:\n{metric_list}metadata:\n  version: 1.0\n")
+    path = Path(task_dir) / f"{task}.yaml"
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_mc_task(task_dir: str | Path, test_file: str | Path, dev_file: str | Path | None = None,
                   task: str = MC_TASK) -> Path:
     """Write `task_dir/<task>.yaml`: a local multiple-choice task over C-Eval-format JSONL.
@@ -49,19 +64,12 @@ def write_mc_task(task_dir: str | Path, test_file: str | Path, dev_file: str | P
     Cloze scoring: the prompt is CLOZE_TEMPLATE, the four continuations are the option texts (so lm_eval
     reports acc, acc_norm by characters and acc_bytes by UTF-8 bytes). Few-shot exemplars, when
     `num_fewshot` is passed to `run_harness`, are the first rows of `dev_file` (sampler `first_n`)."""
-    task_dir = Path(task_dir)
-    task_dir.mkdir(parents=True, exist_ok=True)
     files = {"test": test_file, **({"dev": dev_file} if dev_file is not None else {})}
     fewshot = "fewshot_split: dev\nfewshot_config:\n  sampler: first_n\n" if dev_file is not None else ""
-    metrics = "".join(f"  - metric: {m}\n    aggregation: mean\n    higher_is_better: true\n"
-                      for m in ("acc", "acc_norm", "acc_bytes"))
-    text = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n{_data_files(files)}\n"
-            f"test_split: test\n{fewshot}output_type: multiple_choice\n"
+    body = (f"{fewshot}output_type: multiple_choice\n"
             f"doc_to_text: {_yaml_str(MC_DOC_TO_TEXT)}\ndoc_to_choice: {_yaml_str(MC_DOC_TO_CHOICE)}\n"
-            f"doc_to_target: {_yaml_str(MC_DOC_TO_TARGET)}\nmetric_list:\n{metrics}metadata:\n  version: 1.0\n")
-    path = task_dir / f"{task}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+            f"doc_to_target: {_yaml_str(MC_DOC_TO_TARGET)}\n")
+    return _write_task_yaml(task_dir, task, files, body, ("acc", "acc_norm", "acc_bytes"))
 
 
 EXTRACTION_UTILS = '''"""process_results of the course extraction task: strict JSON exact match (written by
@@ -82,18 +90,15 @@ def write_generation_task(task_dir: str | Path, test_file: str | Path, task: str
     `utils.py` beside it whose `process_results(doc, results)` scores one reply (default: the course
     extraction task's strict JSON exact match). Run it with `apply_chat_template=True` and the task's
     instruction as `system_instruction`, so the prompt is the chat the model was fine-tuned on."""
-    task_dir = Path(task_dir)
-    task_dir.mkdir(parents=True, exist_ok=True)
-    (task_dir / "utils.py").write_text(utils_source, encoding="utf-8")
-    metric_list = "".join(f"  - metric: {m}\n    aggregation: mean\n    higher_is_better: true\n" for m in metrics)
-    text = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n{_data_files({'test': test_file})}\n"
-            f"test_split: test\noutput_type: generate_until\ndoc_to_text: {_yaml_str(doc_to_text)}\n"
+    from common_utils.core.artifacts import atomic_file
+
+    with atomic_file(Path(task_dir) / "utils.py") as tmp:
+        tmp.write_text(utils_source, encoding="utf-8")
+    body = (f"output_type: generate_until\ndoc_to_text: {_yaml_str(doc_to_text)}\n"
             f"doc_to_target: \"{{{{output}}}}\"\ngeneration_kwargs:\n  until: [\"<|im_end|>\"]\n"
             f"  max_gen_toks: {max_gen_toks}\n  do_sample: false\n"
-            f"process_results: !function utils.process_results\nmetric_list:\n{metric_list}metadata:\n  version: 1.0\n")
-    path = task_dir / f"{task}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+            f"process_results: !function utils.process_results\n")
+    return _write_task_yaml(task_dir, task, {"test": test_file}, body, metrics)
 
 
 @contextmanager
