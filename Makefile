@@ -6,6 +6,8 @@
 #   make timing              per-notebook seconds of the last notebook run, slowest first
 #   make test-gpu            on an NVIDIA GPU: unit tests, then every notebook in the full profile, one at a
 #                            time, failing when a notebook's peak reserved GPU memory exceeds GPU_MAX_GIB
+#   make engines             the serving engines of chapter 02 in their own venvs (.venv-vllm: vLLM on CPU,
+#                            .venv-triton: PyTriton); `make test` installs them, `make lab` does not (~4 GB)
 #   make serve               the course's OpenAI-compatible server on 127.0.0.1:$PORT (default 8000; COURSE_API_KEY required)
 #   make duplicates          notebook pairs that share copied code (scripts/notebook_duplicates.py)
 #   make site                the course site in build/site/ (theory, READMEs, notebooks with the outputs of
@@ -24,7 +26,7 @@ SNAPSHOTS ?= build/executed
 SITE_DIR ?= build/site
 
 .PHONY: install provision lab test unit notebooks smoke timing lint doctor clean-outputs test-gpu gpu-guard \
-	duplicates site site-check serve
+	duplicates site site-check serve engines
 
 install: $(STAMP)
 
@@ -34,6 +36,10 @@ $(STAMP): pyproject.toml constraints.txt scripts/install.sh
 
 provision: install
 	$(PY) -m common_utils provision
+
+# Idempotent: an engine venv that already holds its pinned release is left alone.
+engines:
+	bash scripts/install_engines.sh all
 
 # The course's OpenAI-compatible server on 127.0.0.1:$${PORT:-8000} (Lab-2.4); needs COURSE_API_KEY.
 # ADAPTER=path/to/lora/adapter serves base + adapter (merged at load).
@@ -51,8 +57,8 @@ lab: provision
 unit: provision
 	$(OFFLINE) $(PY) -m pytest tests -q -m "not site"
 
-notebooks: provision
-	$(OFFLINE) $(PY) scripts/notebooks.py run --snapshots $(SNAPSHOTS)
+notebooks: provision engines
+	$(OFFLINE) COURSE_REQUIRE_ENGINES=1 $(PY) scripts/notebooks.py run --snapshots $(SNAPSHOTS)
 
 test: unit notebooks site-check
 

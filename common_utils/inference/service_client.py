@@ -1,8 +1,9 @@
 """Running and measuring an OpenAI-compatible service from a notebook or a test (Lab-2.4; Lab-2.5/2.7 reuse it).
 
     serve_app(app)           a FastAPI app on a free loopback port in a background thread (uvicorn), stopped after
-    course_server(...)       the course server (`python -m common_utils.inference.server`) as a subprocess,
-                             waited for on /health, always stopped; its JSON log goes to a file
+    managed_server(cmd, ...) any HTTP server command as a subprocess, waited for on its health route, always
+                             stopped, its output in a log file (vLLM and PyTriton start through it: engines.py)
+    course_server(...)       the course server (`python -m common_utils.inference.server`) through managed_server
     wait_idle(url)           wait until the course server runs and queues nothing (its counters are final)
     run_clients(...)         N requests through `openai.AsyncOpenAI`, at most `concurrency` at a time, each timed
                              from the client side (TTFT, inter-token gaps, end to end), errors kept with their status
@@ -90,8 +91,8 @@ class ServerProcess:
 
 
 def wait_healthy(base_url: str, timeout_s: float, alive: Callable[[], bool] = lambda: True,
-                 poll_s: float = 0.25) -> float:
-    """Poll GET /health until it answers 200; returns the seconds waited. Raises ServiceError when
+                 poll_s: float = 0.25, health_path: str = "/health") -> float:
+    """Poll GET `health_path` until it answers 200; returns the seconds waited. Raises ServiceError when
     `alive()` turns false (the process exited) or after `timeout_s`."""
     import httpx
 
@@ -100,12 +101,12 @@ def wait_healthy(base_url: str, timeout_s: float, alive: Callable[[], bool] = la
         if not alive():
             raise ServiceError(f"the server at {base_url} exited before it became healthy")
         try:
-            if httpx.get(f"{base_url}/health", timeout=2.0).status_code == 200:
+            if httpx.get(f"{base_url}{health_path}", timeout=2.0).status_code == 200:
                 return time.monotonic() - start
         except httpx.TransportError:
             pass
         if time.monotonic() - start > timeout_s:
-            raise ServiceError(f"{base_url}/health did not answer 200 within {timeout_s:.0f} s")
+            raise ServiceError(f"{base_url}{health_path} did not answer 200 within {timeout_s:.0f} s")
         time.sleep(poll_s)
 
 
@@ -132,34 +133,48 @@ def server_command(port: int, args: Sequence[str] = (), threads: int = 1) -> lis
 
 
 @contextmanager
-def course_server(args: Sequence[str] = (), api_key: str = "lab-key-not-secret", port: int | None = None,
-                  log_path: str | Path = "outputs/logs/course_server.log", threads: int = 1,
-                  start_timeout_s: float = 180.0, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
-    """Start the course server as a subprocess on a free loopback port, wait for /health, yield a
-    `ServerProcess`, and always stop it (SIGTERM, then SIGKILL after 15 s).
+def managed_server(command: Sequence[str], port: int, log_path: str | Path, api_key: str = "",
+                   start_timeout_s: float = 180.0, env: dict[str, str] | None = None,
+                   health_path: str = "/health", fix: str = "read the log above") -> Iterator[ServerProcess]:
+    """Start any HTTP server `command` (listening on 127.0.0.1:`port`) as a subprocess, wait until
+    `health_path` answers 200, yield a `ServerProcess`, and always stop it (SIGTERM, then SIGKILL after 15 s).
 
-    `args` are extra command-line flags (`--max-batch 4`, `--max-queue 2` ...); torch threads are pinned
-    with `--threads` (default 1: on a loaded 2-core machine 2 threads ran 4x slower than 1). The server's
-    stdout/stderr (one JSON line per request) goes to `log_path`; a failed start raises ServiceError with
-    the log's tail."""
-    port = port or free_port()
+    Its stdout/stderr go to `log_path`; a failed or slow start raises ServiceError with the log's tail and
+    `fix`. The course server, vLLM (Lab-2.5) and PyTriton (Lab-2.6) all start through here."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "COURSE_API_KEY": api_key, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(server_command(port, args, threads), stdout=log, stderr=subprocess.STDOUT,
-                                   env=full_env, start_new_session=True)
+        process = subprocess.Popen(list(map(str, command)), stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                   start_new_session=True)
     try:
         try:
-            wait_healthy(f"http://{HOST}:{port}", start_timeout_s, alive=lambda: process.poll() is None)
+            wait_healthy(f"http://{HOST}:{port}", start_timeout_s, alive=lambda: process.poll() is None,
+                         health_path=health_path)
         except ServiceError as error:
-            raise ServiceError(f"{error}\n--- last lines of {log_path} ---\n{tail(log_path)}\n"
-                               "Fix: read the log above; `make provision` provisions the model, and "
-                               "HF_HUB_OFFLINE=1 stops any download attempt.") from None
+            raise ServiceError(f"{error}\n--- last lines of {log_path} ---\n{tail(log_path)}\nFix: {fix}") from None
         yield ServerProcess(f"http://{HOST}:{port}", api_key, log_path, process, time.monotonic() - started)
     finally:
         stop_process(process)
+
+
+@contextmanager
+def course_server(args: Sequence[str] = (), api_key: str = "lab-key-not-secret", port: int | None = None,
+                  log_path: str | Path = "outputs/logs/course_server.log", threads: int = 1,
+                  start_timeout_s: float = 180.0, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """The course server (`python -m common_utils.inference.server`) on a free loopback port, through
+    `managed_server`: waited for on /health, always stopped.
+
+    `args` are extra command-line flags (`--max-batch 4`, `--max-queue 2` ...); torch threads are pinned
+    with `--threads` (default 1: on a loaded 2-core machine 2 threads ran 4x slower than 1). The server's
+    output (one JSON line per request) goes to `log_path`."""
+    port = port or free_port()
+    with managed_server(server_command(port, args, threads), port, log_path, api_key, start_timeout_s,
+                        env={"COURSE_API_KEY": api_key, **(env or {})},
+                        fix="read the log above; `make provision` provisions the model, and HF_HUB_OFFLINE=1 "
+                            "stops any download attempt.") as server:
+        yield server
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> int:
