@@ -54,7 +54,7 @@ lab: provision
 	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) --notebook-dir=. $(JUPYTER_ROOT)
 
 # The site checks (marker `site`) run after the notebook run, on the site built from its snapshots.
-unit: provision
+unit: provision engines
 	$(OFFLINE) $(PY) -m pytest tests -q -m "not site"
 
 notebooks: provision engines
