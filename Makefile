@@ -55,7 +55,7 @@ lab: provision
 
 # The site checks (marker `site`) run after the notebook run, on the site built from its snapshots.
 unit: provision engines
-	$(OFFLINE) $(PY) -m pytest tests -q -m "not site"
+	$(OFFLINE) COURSE_REQUIRE_ENGINES=1 $(PY) -m pytest tests -q -m "not site"
 
 notebooks: provision engines
 	$(OFFLINE) COURSE_REQUIRE_ENGINES=1 $(PY) scripts/notebooks.py run --snapshots $(SNAPSHOTS)
