@@ -157,6 +157,7 @@ def managed_server(command: Sequence[str], port: int, log_path: str | Path, api_
         yield ServerProcess(f"http://{HOST}:{port}", api_key, log_path, process, time.monotonic() - started)
     finally:
         stop_process(process)
+        stop_group(process.pid)  # children the server left behind (PyTriton's tritonserver, vLLM's engine core)
 
 
 @contextmanager
@@ -187,6 +188,30 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> int:
             process.kill()
             process.wait(timeout=timeout_s)
     return process.returncode
+
+
+def stop_group(pgid: int, timeout_s: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after `timeout_s`, whatever is still running in process group `pgid`.
+    `managed_server` starts every server in a new session (its pid is the group id), so the group holds the
+    server's own children. True when something was still running."""
+    import signal
+
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
 
 
 # ---- clients ------------------------------------------------------------------------------------------
