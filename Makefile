@@ -102,4 +102,4 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 clean-outputs:
-	find . -path ./$(VENV) -prune -o -type d -name outputs -print -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path "./$(VENV)-*" \) -prune -o -type d -name outputs -print -exec rm -rf {} +
