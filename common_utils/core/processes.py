@@ -123,8 +123,45 @@ def run_command(command: list[str], log_path: str | Path, timeout_s: float = 300
     return result
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> int:
+    """SIGTERM (servers and launchers shut down gracefully), then SIGKILL if it is still running after
+    `timeout_s`; the process is reaped either way. Returns its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
+    return process.returncode
+
+
+def stop_group(pgid: int, timeout_s: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after `timeout_s`, whatever is still running in process group `pgid`.
+    Launchers and servers started here get a session of their own (their pid is the group id), so the group
+    holds the children they left behind (PyTriton's tritonserver, vLLM's engine core). True when something
+    was still running."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
 def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop the launcher this module started and every process below it (SIGTERM, then SIGKILL).
+    """Stop the launcher this module started and every process below it: the launcher, then what is left
+    in its process group, then descendants elsewhere.
 
     torchrun starts each worker in a session of its own, so signalling the launcher's process group
     is not enough if the launcher dies first: the descendants are collected by pid beforehand."""
@@ -134,23 +171,14 @@ def _stop_group(proc: subprocess.Popen) -> None:
         descendants = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         descendants = []
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    stop_process(proc, timeout_s=10)
+    stop_group(proc.pid)
+    _, alive = psutil.wait_procs(descendants, timeout=10)
+    for child in alive:
         try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+            child.kill()
+        except psutil.NoSuchProcess:
             pass
-        _, alive = psutil.wait_procs(descendants, timeout=10)
-        for child in alive:
-            try:
-                child.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            continue
-        if not [c for c in descendants if c.is_running()]:
-            return
 
 
 def launch(script: str | Path, args: list[str] | None = None, nproc: int | None = None,

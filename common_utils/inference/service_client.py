@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common_utils.core.processes import free_port, tail
+from common_utils.core.processes import free_port, stop_group, stop_process, tail
 
 HOST = "127.0.0.1"  # loopback only: nothing here listens on or connects to another address
 SERVER_MODULE = "common_utils.inference.server"
@@ -176,42 +176,6 @@ def course_server(args: Sequence[str] = (), api_key: str = "lab-key-not-secret",
                         fix="read the log above; `make provision` provisions the model, and HF_HUB_OFFLINE=1 "
                             "stops any download attempt.") as server:
         yield server
-
-
-def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> int:
-    """SIGTERM (uvicorn shuts down gracefully), then SIGKILL if it is still running after `timeout_s`."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout_s)
-    return process.returncode
-
-
-def stop_group(pgid: int, timeout_s: float = 10.0) -> bool:
-    """SIGTERM, then SIGKILL after `timeout_s`, whatever is still running in process group `pgid`.
-    `managed_server` starts every server in a new session (its pid is the group id), so the group holds the
-    server's own children. True when something was still running."""
-    import signal
-
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return True
 
 
 # ---- clients ------------------------------------------------------------------------------------------
