@@ -255,6 +255,84 @@ def build_preference_format(rng: random.Random) -> dict[str, list[dict]]:
 
 
 # --------------------------------------------------------------------------------------------
+# 3b. preference_brevity: "two or three items", where even the chosen lists are often too long
+# --------------------------------------------------------------------------------------------
+# Real preference labels are relative: an annotator picks the better of two replies, and the better
+# one may still break the instruction. Here the system turn asks for two or three items; the chosen
+# list has 2-5 items (so about half break the rule too) and the rejected list is the same list grown
+# by 2-3 items. SFT on the chosen replies imitates their lengths; a preference method can learn
+# the direction "shorter than the rejected one" (Lab-1.7 measures both at the same step budget).
+BREVITY_SYSTEM = "Answer with a comma-separated list of two or three items. Nothing else."
+# Categories with at least 8 members (the longest rejected list). Held-out categories never occur in train.
+BREVITY_CATEGORIES = {
+    "colors": "red blue green yellow purple orange pink brown black white gray",
+    "animals": "cat dog horse cow lion tiger bear wolf fox rabbit mouse sheep goat",
+    "countries": "France Japan China Italy Spain Brazil Canada India Mexico Egypt Germany Russia",
+    "metals": "gold silver iron copper tin lead zinc nickel steel bronze",
+    "drinks": "water coffee tea milk juice soda wine beer cocoa cider",
+    "vegetables": "carrot potato onion tomato pepper cabbage lettuce celery garlic pea bean corn",
+    "musical instruments": "piano guitar violin drum flute trumpet harp cello organ banjo",
+    "sports": "soccer tennis golf hockey boxing rugby cricket baseball skiing rowing",
+    "cities": "Paris London Tokyo Rome Berlin Madrid Moscow Cairo Sydney Dublin",
+    "body parts": "hand foot head nose ear eye arm leg knee neck",
+    "vehicles": "car bus train truck bicycle boat plane taxi ship tram",
+    "planets": "Mercury Venus Earth Mars Jupiter Saturn Uranus Neptune",
+    "months": "January February March April May June July August September October",
+    "languages": "English French German Spanish Italian Chinese Japanese Arabic Russian Hindi",
+    "flowers": "rose tulip daisy lily orchid sunflower violet poppy iris lotus",
+    "trees": "oak pine maple birch willow cedar palm elm ash cherry",
+    "fish": "salmon tuna cod trout shark carp herring sardine mackerel bass",
+    "insects": "ant bee fly wasp beetle moth butterfly cricket mosquito termite",
+    "shapes": "circle square triangle rectangle oval star diamond hexagon cube sphere",
+    "clothing items": "shirt jacket dress skirt coat sweater sock scarf hat glove",
+    "kitchen items": "pan pot spoon fork knife plate bowl cup kettle oven",
+    "jobs": "doctor teacher nurse farmer pilot chef lawyer baker driver painter",
+    "fruits": "apple banana grape orange lemon cherry peach pear mango melon plum kiwi",
+    "birds": "eagle owl crow duck swan robin parrot pigeon hawk goose",
+    "tools": "hammer saw drill wrench shovel axe rake chisel pliers ladder",
+    "pieces of furniture": "chair table bed sofa desk shelf lamp stool bench dresser",
+    "kinds of weather": "rain snow wind fog hail storm sunshine cloud frost thunder",
+    "rooms in a house": "kitchen bedroom bathroom garage attic basement hall office cellar pantry",
+    "school subjects": "math history art music biology chemistry physics geography English science",
+    "board games": "chess checkers go backgammon scrabble monopoly dominoes mahjong bingo poker",
+    "desserts": "cake pie cookie pudding brownie donut muffin cupcake tart waffle",
+    "musical genres": "jazz rock pop blues folk reggae soul disco punk metal",
+}
+BREVITY_HELD_OUT = {"valid": ["rooms in a house", "school subjects"],
+                    "test": ["fruits", "birds", "tools", "pieces of furniture", "kinds of weather", "board games",
+                             "desserts", "musical genres", "trees", "fish"]}
+BREVITY_TEMPLATES = {
+    "train": ["Name some {c}.", "List a few {c}.", "Give me some examples of {c}.", "What are some {c}?",
+              "Can you list some {c}?", "Tell me a few {c}.", "Which {c} do you know?", "Mention some {c}."],
+    "held_out": ["I need a list of {c}.", "Could you name a few {c}?", "Write down some {c}.",
+                 "Please list {c}.", "Share some {c} with me.", "Give a list of {c}."],
+}
+BREVITY_SPLITS = {"train": 240, "valid": 12, "test": 60}
+
+
+def _brevity_row(category: str, template: str, rng: random.Random) -> dict:
+    """One pair: chosen = 2-5 members of the category, rejected = the same list plus 2-3 more."""
+    kept, extra = rng.choice([2, 3, 4, 5]), rng.choice([2, 3])
+    items = rng.sample(BREVITY_CATEGORIES[category].split(), kept + extra)
+    return {"category": category, "system": BREVITY_SYSTEM, "prompt": template.format(c=category),
+            "chosen": ", ".join(items[:kept]) + ".", "rejected": ", ".join(items) + "."}
+
+
+def build_preference_brevity(rng: random.Random) -> dict[str, list[dict]]:
+    """Train uses its own categories and templates; every held-out (valid/test) prompt is a distinct
+    (unseen category, unseen template) pair, listed template-major so any first k prompts mix categories."""
+    held_out = {c for cats in BREVITY_HELD_OUT.values() for c in cats}
+    train_categories = [c for c in BREVITY_CATEGORIES if c not in held_out]
+    rows = {"train": [_brevity_row(rng.choice(train_categories), rng.choice(BREVITY_TEMPLATES["train"]), rng)
+                      for _ in range(BREVITY_SPLITS["train"])]}
+    for split, categories in BREVITY_HELD_OUT.items():
+        prompts = [(c, t) for t in BREVITY_TEMPLATES["held_out"] for c in categories]
+        rows[split] = [_brevity_row(c, t, rng) for c, t in prompts[:BREVITY_SPLITS[split]]]
+    return {split: [{"id": f"{split}-{i:04d}", **row} for i, row in enumerate(split_rows)]
+            for split, split_rows in rows.items()}
+
+
+# --------------------------------------------------------------------------------------------
 # 4. support_tickets: customer-support ticket -> intent label word (Lab-4.3, the capstone project)
 # --------------------------------------------------------------------------------------------
 # Imbalanced on purpose (as real ticket queues are), so macro-F1 and accuracy differ. Each label has
@@ -538,6 +616,7 @@ BUILDERS = {
     "person_extraction": build_person_extraction,
     "topic_classification": build_topic_classification,
     "preference_format": build_preference_format,
+    "preference_brevity": build_preference_brevity,
     "multiple_choice": build_multiple_choice,
     "support_tickets": build_support_tickets,
 }

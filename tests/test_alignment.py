@@ -7,17 +7,25 @@ from pathlib import Path
 from common_utils import lab_sizes
 from common_utils.core.runtime import PROFILES, Sizes
 from common_utils.data import DATASET_SCHEMAS, DatasetFormatError, datasets_dir, validate_jsonl
-from common_utils.reference.preference_losses import dpo_loss, log1mexp, orpo_loss
+from common_utils.reference.preference_losses import chosen_nll, dpo_loss, log1mexp, orpo_loss
 from common_utils.tasks.preference import (
+    BREVITY_DATASET,
     KINDS,
+    LIST_LIMIT,
+    LIST_MIN,
+    brevity_scores,
     chosen_sft_set,
+    count_list_items,
     judge,
+    judge_brevity,
     judge_scores,
     preference_messages,
     preference_pairs,
+    sign_test_p,
     win_rate,
 )
 from common_utils.training.preference import (
+    alignment_dataset,
     completion_logps,
     course_dpo_config,
     course_orpo_config,
@@ -86,6 +94,94 @@ def test_win_rate_counts_ties_as_half() -> None:
     assert win_rate([True, True], [False, False])["win_rate"] == 1.0
     with pytest.raises(ValueError):
         win_rate([True], [True, False])
+
+
+@pytest.mark.parametrize("wins, losses", [(0, 0), (5, 0), (14, 10), (3, 9), (25, 1)])
+def test_sign_test_matches_scipy(wins: int, losses: int) -> None:
+    from scipy.stats import binomtest
+
+    expected = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
+    assert sign_test_p(wins, losses) == pytest.approx(expected, rel=1e-12)
+
+
+def test_win_rate_carries_the_sign_test() -> None:
+    result = win_rate([True] * 6 + [False] * 4, [False] * 5 + [True] * 5)
+    assert (result["wins"], result["losses"], result["ties"]) == (5, 4, 1)
+    assert result["p_value"] == pytest.approx(sign_test_p(5, 4))
+    assert win_rate([True, False], [True, False])["p_value"] == 1.0  # no discordant prompt, no evidence
+
+
+@pytest.mark.parametrize("reply, items", [
+    ("apple, banana, pear.", 3),
+    ("Apples, bananas and pears", 3),
+    ("ice cream", 1),
+    ("hawk, goose, swan, crow, duck.", 5),
+    ("Sure, here are some fruits that people like to eat", None),
+    ("1. apple\n2. pear", None),
+    ("", None),
+    ("   .", None),
+])
+def test_count_list_items(reply: str, items: int | None) -> None:
+    assert count_list_items(reply) == items
+    assert judge_brevity(reply) is (items is not None and LIST_MIN <= items <= LIST_LIMIT)
+
+
+def test_brevity_scores_split_the_failures() -> None:
+    scores = brevity_scores(["a, b.", "a, b, c, d.", "This is a whole sentence about it.", "x"])
+    assert scores["passed"] == [True, False, False, False]
+    assert (scores["judge_score"], scores["over_limit"], scores["not_a_list"], scores["single_item"]) == (
+        0.25, 0.25, 0.25, 0.25)
+    assert scores["mean_items"] == pytest.approx((2 + 4 + 1) / 3)
+    with pytest.raises(ValueError, match="non-empty"):
+        brevity_scores([])
+
+
+def _brevity_rows(split: str) -> list[dict]:
+    return validate_jsonl(datasets_dir() / BREVITY_DATASET / f"{split}.jsonl", DATASET_SCHEMAS[BREVITY_DATASET])
+
+
+def test_brevity_dataset_holds_out_categories_and_templates() -> None:
+    splits = {split: _brevity_rows(split) for split in ("train", "valid", "test")}
+    assert {s: len(r) for s, r in splits.items()} == {"train": 240, "valid": 12, "test": 60}
+    train_categories = {r["category"] for r in splits["train"]}
+    for held_out in ("valid", "test"):
+        rows = splits[held_out]
+        assert not train_categories & {r["category"] for r in rows}, f"{held_out} category seen in train"
+        assert len({r["prompt"] for r in rows}) == len(rows), f"{held_out} repeats a prompt: paired tests need distinct ones"
+    assert len({r["category"] for r in splits["test"][:10]}) == 10, "any first k test prompts must mix categories"
+
+
+def test_brevity_labels_are_relative() -> None:
+    """Every rejected list breaks the limit and is longer than its chosen list; the chosen lists are
+    within the limit only part of the time (the premise of Lab-1.7's same-budget comparison)."""
+    rows = _brevity_rows("train")
+    assert all(count_list_items(r["chosen"]) < count_list_items(r["rejected"]) for r in rows)
+    assert not any(judge_brevity(r["rejected"]) for r in rows)
+    within = sum(judge_brevity(r["chosen"]) for r in rows) / len(rows)
+    assert 0.3 < within < 0.7, within
+
+
+def test_brevity_validator_rejects_a_longer_chosen_list(tmp_path: Path) -> None:
+    row = {"id": "t-1", "category": "fruits", "system": "s", "prompt": "Name some fruits.",
+           "chosen": "apple, pear, plum, kiwi, fig.", "rejected": "apple, pear, plum, kiwi."}
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetFormatError, match="must be the shorter one"):
+        validate_jsonl(path, DATASET_SCHEMAS[BREVITY_DATASET])
+
+
+def test_brevity_pairs_fit_max_length(sizes) -> None:
+    """lab.yaml's max_length cuts no training pair (a cut rejected list would lose what makes it worse)."""
+    from common_utils import load_tokenizer
+
+    tokenizer = load_tokenizer(sizes.model)
+    longest = 0
+    for pair in preference_pairs(dataset=alignment_dataset(sizes)):
+        for side in ("chosen", "rejected"):
+            ids = tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=True)
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+            longest = max(longest, len(ids))
+    assert longest <= sizes.max_length, (longest, sizes.max_length)
 
 
 def _rows(split: str) -> list[dict]:
@@ -174,17 +270,19 @@ def _tiny_peft_lm(tokenizer):
     return model
 
 
-def test_from_scratch_dpo_loss_equals_trl(tiny_lm, sizes, tmp_path: Path) -> None:
-    """Our completion_logps + dpo_loss give TRL's DPOTrainer loss on the same batch
-    (reference = the same model with its LoRA adapter disabled)."""
+@pytest.mark.parametrize("loss_type", [["sigmoid"], ["sigmoid", "sft"]], ids="+".join)
+def test_from_scratch_dpo_loss_equals_trl(tiny_lm, sizes, tmp_path: Path, loss_type: list[str]) -> None:
+    """Our completion_logps + dpo_loss (+ chosen_nll for TRL's "sft" term) give TRL's DPOTrainer loss on
+    the same batch (reference = the same model with its LoRA adapter disabled)."""
     from peft import LoraConfig
     from transformers import LlamaForCausalLM
 
     _, tokenizer = tiny_lm
     torch.manual_seed(0)
     small = sizes.with_overrides(batch_size=4, dpo_steps=1)
+    config = course_dpo_config(small, tmp_path / "dpo", beta=0.3, loss_type=loss_type)
     trainer = make_dpo_trainer(LlamaForCausalLM(_tiny_lm_config(tokenizer)), tokenizer,
-                               preference_pairs("valid", limit=4), course_dpo_config(small, tmp_path / "dpo", beta=0.3),
+                               preference_pairs("valid", limit=4, dataset=alignment_dataset(sizes)), config,
                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     assert "ref" not in trainer.model.peft_config, "a fresh adapter needs no reference copy"
     _perturb_lora(trainer.model)
@@ -195,6 +293,8 @@ def test_from_scratch_dpo_loss_equals_trl(tiny_lm, sizes, tmp_path: Path) -> Non
         logps, ref = dpo_batch_logps(trainer.model, batch)
     ours = dpo_loss(*logps.chunk(2), *ref.chunk(2), beta=0.3)[0]
     assert abs(ours.item() - math.log(2)) > 1e-3, "policy and reference must differ for the test to mean anything"
+    if "sft" in loss_type:
+        ours = ours + chosen_nll(logps.chunk(2)[0], batch["completion_mask"][:, 1:].chunk(2)[0].sum())
     assert ours.item() == pytest.approx(trl_loss.item(), abs=1e-4)
 
 
@@ -307,10 +407,19 @@ def test_alignment_labs_split_one_step_budget(lab: Path) -> None:
         assert budget.sft_steps + budget.dpo_steps == budget.orpo_steps == budget.train_steps, (name, str(budget))
 
 
-def test_alignment_labs_declare_the_same_sizes() -> None:
-    """Lab-1.8/03 compares its ORPO run with Lab-1.7's SFT -> DPO run: same sizes, same comparison."""
+def test_alignment_labs_declare_the_same_recipe() -> None:
+    """Both labs train with the same budget and recipe; only the data (and Lab-1.7's DPO loss list) differ,
+    so Lab-1.8/03 rebuilds its own SFT -> DPO route on preference_format instead of reusing Lab-1.7's."""
+    own = {"dataset", "dpo_loss"}
     for name in PROFILES:
-        assert lab_sizes(ALIGNMENT_LABS[0], name).as_dict() == lab_sizes(ALIGNMENT_LABS[1], name).as_dict(), name
+        dpo_lab, orpo_lab = (lab_sizes(lab, name).as_dict() for lab in ALIGNMENT_LABS)
+        assert {k: v for k, v in dpo_lab.items() if k not in own} == orpo_lab, name
+        assert dpo_lab["dataset"] == BREVITY_DATASET and alignment_dataset(lab_sizes(ALIGNMENT_LABS[1], name)) == "preference_format"
+
+
+def test_dpo_config_reads_the_lab_loss_list(sizes, tmp_path: Path) -> None:
+    assert course_dpo_config(sizes, tmp_path / "d").loss_type == ["sigmoid", "sft"]
+    assert course_dpo_config(sizes, tmp_path / "d", loss_type=["sigmoid"]).loss_type == ["sigmoid"]
 
 
 def test_ensure_alignment_adapter_reuses_or_rebuilds(sizes, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -151,7 +151,7 @@ def test_run_fingerprint_is_stable_across_processes(profile: Profile, tmp_path: 
         "from common_utils.training.sft import _fingerprint\n"
         f"config = course_sft_config(lab_sizes({str(LAB01)!r}, 'smoke'), {str(tmp_path)!r})\n"
         "lora = LoraConfig(target_modules={'q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj'})\n"
-        "print(_fingerprint(config, {'default': lora}, 400, object()))\n"
+        "print(_fingerprint(config, {'default': lora}, 'data-digest', object()))\n"
     )
     prints = {
         subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
@@ -159,6 +159,18 @@ def test_run_fingerprint_is_stable_across_processes(profile: Profile, tmp_path: 
         for seed in ["1", "2", "3"]
     }
     assert len(prints) == 1, prints
+
+
+def test_run_fingerprint_changes_with_the_data() -> None:
+    """Two datasets of the same size are two runs: a checkpoint of one must not be resumed for the other."""
+    from common_utils.training.sft import data_digest
+
+    from datasets import Dataset
+
+    first = Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5]]})
+    other = Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 6]]})
+    assert data_digest(first) == data_digest(Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5]]}))
+    assert data_digest(first) != data_digest(other)
 
 
 def test_ensure_adapter_reuses_a_saved_adapter(profile: Profile, tmp_path: Path, monkeypatch) -> None:

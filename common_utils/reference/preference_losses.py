@@ -25,6 +25,13 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     losses = -F.logsigmoid(chosen_rewards - rejected_rewards)  # -log P(y_w preferred over y_l), one per pair
     return losses.mean(), chosen_rewards.detach(), rejected_rewards.detach()
 
+
+def chosen_nll(policy_chosen_logps, chosen_token_count):
+    """The NLL term added to DPO (TRL loss_type "sft"): minus the chosen replies' summed token log-probs
+    over all chosen tokens of the batch, i.e. the mean NLL per chosen token. It keeps pi(y_w|x) from
+    falling while DPO pushes pi(y_l|x) down (Pang et al., 2024, Iterative Reasoning Preference Optimization)."""
+    return -policy_chosen_logps.sum() / chosen_token_count
+
 # ---- from 01-Core_Training_Techniques/02-Labs/Lab-1.8-ORPO_Alignment/01-Setup.ipynb ----
 def log1mexp(x):
     """log(1 - exp(x)) for x < 0, accurate at both ends (Maechler, 2012): near 0, 1 - exp(x) cancels, so use

@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common_utils.tasks.preference import chosen_sft_set, preference_pairs
+from common_utils.tasks.preference import PREFERENCE_DATASET, chosen_sft_set, preference_pairs
 
 # DPO's beta (KL strength). 0.1 is the DPO paper's default; the smoke calibration is in the lab README.
 DPO_BETA = 0.1
 # ORPO's lambda (weight of the odds-ratio term; TRL calls it beta). 0.1 as in the ORPO paper's examples.
 ORPO_BETA = 0.1
+
+
+def alignment_dataset(sizes) -> str:
+    """The preference dataset a lab trains on: `sizes.dataset` from its lab.yaml (Lab-1.7:
+    preference_brevity), else preference_format. It lives in the sizes so that an adapter rebuilt by a
+    later stage uses the same data, and two labs whose sizes compare equal trained on the same data."""
+    return sizes.values.get("dataset", PREFERENCE_DATASET)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,12 +135,16 @@ def _trl_defaults(sizes, output_dir: str | Path, beta: float, overrides: dict[st
 
 
 def course_dpo_config(sizes, output_dir: str | Path, **overrides: Any):
-    """DPOConfig with the lab's sizes (batch, lr, max_length), its DPO step budget (`sizes.dpo_steps`)
-    and beta = DPO_BETA."""
+    """DPOConfig with the lab's sizes (batch, lr, max_length), its DPO step budget (`sizes.dpo_steps`),
+    beta = DPO_BETA and TRL's `loss_type` list from `sizes.dpo_loss` when the lab declares one (Lab-1.7:
+    [sigmoid, sft], DPO plus the NLL of the chosen replies; without the NLL term DPO at this lr emptied
+    the replies, README). Explicit overrides win."""
     from trl import DPOConfig
 
     if "max_steps" not in overrides:  # read lazily: a caller that sets the steps needs no dpo_steps
         overrides["max_steps"] = sizes.dpo_steps
+    if "dpo_loss" in sizes.values:
+        overrides.setdefault("loss_type", list(sizes.values["dpo_loss"]))
     return DPOConfig(**_trl_defaults(sizes, output_dir, DPO_BETA, overrides))
 
 
@@ -200,7 +211,9 @@ def load_sft_policy(sizes, sft_adapter: str | Path):
 
 
 def train_sft_baseline(sizes, run_dir: str | Path) -> AlignRun:
-    """SFT on the chosen replies with LoRA for the lab's sft_steps steps; the adapter goes to `run_dir/adapter`."""
+    """SFT on the chosen replies of `alignment_dataset(sizes)` with LoRA for the lab's sft_steps steps; the
+    adapter goes to `run_dir/adapter`. The same-budget baseline of Lab-1.7/04 is this recipe with
+    `sizes.with_overrides(sft_steps=sizes.train_steps)`."""
     from common_utils.core.artifacts import save_pretrained_atomic
     from common_utils.core.models import load_causal_lm
     from common_utils.core.monitor import Timer, track_peak_memory
@@ -213,7 +226,7 @@ def train_sft_baseline(sizes, run_dir: str | Path) -> AlignRun:
     model, tokenizer = load_causal_lm(sizes.model)
     model = apply_peft(model, "lora", sizes)
     config = course_sft_config(sizes, run_dir / "checkpoints", max_steps=sizes.sft_steps)
-    trainer = make_sft_trainer(model, tokenizer, chosen_sft_set(), config)
+    trainer = make_sft_trainer(model, tokenizer, chosen_sft_set(dataset=alignment_dataset(sizes)), config)
     with track_peak_memory() as peak, Timer() as timer:
         run_sft(trainer)
     adapter_dir = save_pretrained_atomic(run_dir / "adapter", trainer.model, tokenizer)
@@ -240,11 +253,12 @@ def train_preference(method: str, sizes, run_dir: str | Path, start_adapter: str
     else:
         model, tokenizer = load_causal_lm(sizes.model)
     lora = make_peft_config("lora", sizes)
+    pairs = preference_pairs(dataset=alignment_dataset(sizes))
     if method == "dpo":
-        trainer = make_dpo_trainer(model, tokenizer, preference_pairs(),
+        trainer = make_dpo_trainer(model, tokenizer, pairs,
                                    course_dpo_config(sizes, run_dir / "checkpoints", **config_overrides), lora)
     else:
-        trainer = make_orpo_trainer(model, tokenizer, preference_pairs(),
+        trainer = make_orpo_trainer(model, tokenizer, pairs,
                                     course_orpo_config(sizes, run_dir / "checkpoints", **config_overrides), lora)
     with track_peak_memory() as peak, Timer() as timer:
         trainer.train()

@@ -53,8 +53,17 @@ def course_sft_config(profile, output_dir: str | Path, **overrides: Any):
     return SFTConfig(**course_trl_defaults(profile, output_dir, **overrides))
 
 
-def _fingerprint(config, peft_config, n_examples: int, model) -> str:
+def data_digest(dataset) -> str:
+    """Hash of the training rows as the trainer sees them (token ids once tokenized), so that a run on
+    other data of the same size is not taken for the same run (Lab-1.7 once resumed a checkpoint trained
+    on another preference dataset with the same 240 rows)."""
+    column = "input_ids" if "input_ids" in dataset.column_names else dataset.column_names[0]
+    return hashlib.sha256(json.dumps(dataset[column], default=str).encode()).hexdigest()[:16]
+
+
+def _fingerprint(config, peft_config, data: str, model) -> str:
     """Hash of what makes two runs the same run: checkpoints of another run must not be resumed.
+    `data` is `data_digest` of the training set.
 
     Stable across processes: peft stores target modules as a set, whose order changes between
     interpreter runs, so sets are sorted before hashing."""
@@ -65,7 +74,7 @@ def _fingerprint(config, peft_config, n_examples: int, model) -> str:
     payload: dict[str, Any] = {k: str(getattr(config, k, None)) for k in keys}
     configs = peft_config.items() if isinstance(peft_config, dict) else [("default", peft_config)]
     payload["peft"] = {name: cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg) for name, cfg in configs}
-    payload["examples"] = n_examples
+    payload["data"] = data
     payload["model"] = getattr(model, "course_model_key", type(model).__name__)
     payload["quantized"] = is_quantized(model)
     return stable_hash(payload)
@@ -114,8 +123,7 @@ def run_sft(trainer, resume: bool = True):
     """
     output_dir = Path(trainer.args.output_dir)
     method_config = getattr(trainer.model, "peft_config", None) or getattr(trainer.model, "adapter_config", None)
-    fingerprint = _fingerprint(trainer.args, method_config,
-                               len(trainer.train_dataset), trainer.model)
+    fingerprint = _fingerprint(trainer.args, method_config, data_digest(trainer.train_dataset), trainer.model)
     checkpoint = _resume_point(output_dir, fingerprint) if resume else None
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RUN_FINGERPRINT).write_text(json.dumps({"fingerprint": fingerprint}))
