@@ -161,15 +161,6 @@ def test_brevity_labels_are_relative() -> None:
     assert 0.3 < within < 0.7, within
 
 
-def test_brevity_validator_rejects_a_longer_chosen_list(tmp_path: Path) -> None:
-    row = {"id": "t-1", "category": "fruits", "system": "s", "prompt": "Name some fruits.",
-           "chosen": "apple, pear, plum, kiwi, fig.", "rejected": "apple, pear, plum, kiwi."}
-    path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
-    with pytest.raises(DatasetFormatError, match="must be the shorter one"):
-        validate_jsonl(path, DATASET_SCHEMAS[BREVITY_DATASET])
-
-
 def test_brevity_pairs_fit_max_length(sizes) -> None:
     """lab.yaml's max_length cuts no training pair (a cut rejected list would lose what makes it worse)."""
     from common_utils import load_tokenizer
@@ -206,13 +197,19 @@ def test_preference_dataset_labels_agree_with_judge() -> None:
             assert judge(row["kind"], row["chosen"]) and not judge(row["kind"], row["rejected"]), row["id"]
 
 
-def test_validator_rejects_a_pair_that_prefers_nothing(tmp_path: Path) -> None:
-    row = {"id": "t-1", "kind": "brief", "system": "Answer in at most five words.", "prompt": "Capital of Peru?",
-           "chosen": "Lima.", "rejected": "It is Lima."}
+@pytest.mark.parametrize("dataset, row, message", [
+    ("preference_format", {"id": "t-1", "kind": "brief", "system": "Answer in at most five words.",
+                           "prompt": "Capital of Peru?", "chosen": "Lima.", "rejected": "It is Lima."},
+     "'rejected' passes the judge"),
+    (BREVITY_DATASET, {"id": "t-1", "category": "fruits", "system": "s", "prompt": "Name some fruits.",
+                       "chosen": "apple, pear, plum, kiwi, fig.", "rejected": "apple, pear, plum, kiwi."},
+     "must be the shorter one"),
+], ids=["format-prefers-nothing", "brevity-longer-chosen"])
+def test_validator_rejects_a_pair_that_prefers_nothing(tmp_path: Path, dataset: str, row: dict, message: str) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(row) + "\n", encoding="utf-8")
-    with pytest.raises(DatasetFormatError, match="'rejected' passes the judge"):
-        validate_jsonl(path, DATASET_SCHEMAS["preference_format"])
+    with pytest.raises(DatasetFormatError, match=message):
+        validate_jsonl(path, DATASET_SCHEMAS[dataset])
 
 
 def test_trl_formats() -> None:
