@@ -4,8 +4,8 @@
 most five words, or a reply that begins with 'Answer:'), and `judge` checks exactly that; a chosen reply
 always passes, a rejected one always fails.
 `preference_brevity` (Lab-1.7 DPO): the system turn asks for a list of two or three items
-(LIST_MIN..LIST_LIMIT), and `judge_brevity` checks it. The chosen list is shorter than the rejected one but often still too long,
-as relative human labels are: the pair says "better", not "good".
+(LIST_MIN..LIST_LIMIT), and `judge_brevity` checks it. The chosen list is shorter than the rejected one
+but often still too long, as relative human labels are: the pair says "better", not "good".
 So "did alignment work?" is a number a checkpoint cell can assert, not an impression of sample outputs.
 Owns both datasets' schemas.
 """
@@ -116,11 +116,15 @@ def count_list_items(reply: str) -> int | None:
     return len(parts)
 
 
-def judge_brevity(reply: str, limit: int = LIST_LIMIT) -> bool:
-    """True when the reply is a one-line list of LIST_MIN to `limit` items (a single item is no list:
-    without that floor, a policy that answers one word would pass)."""
-    items = count_list_items(reply)
+def _short_list(items: int | None, limit: int = LIST_LIMIT) -> bool:
+    """A list (not None) of LIST_MIN to `limit` items: a single item is no list; without that floor, a
+    policy that answers one word would pass."""
     return items is not None and LIST_MIN <= items <= limit
+
+
+def judge_brevity(reply: str, limit: int = LIST_LIMIT) -> bool:
+    """True when the reply is a one-line list of LIST_MIN to `limit` items."""
+    return _short_list(count_list_items(reply), limit)
 
 
 def brevity_scores(replies: list[str]) -> dict[str, Any]:
@@ -130,7 +134,7 @@ def brevity_scores(replies: list[str]) -> dict[str, Any]:
         raise ValueError("need a non-empty list of replies")
     counts = [count_list_items(reply) for reply in replies]
     lists = [c for c in counts if c is not None]
-    passed = [c is not None and LIST_MIN <= c <= LIST_LIMIT for c in counts]
+    passed = [_short_list(c) for c in counts]
     return {"n": len(replies), "judge_score": sum(passed) / len(replies),
             "over_limit": sum(c is not None and c > LIST_LIMIT for c in counts) / len(replies),
             "single_item": sum(c == 1 for c in counts) / len(replies),

@@ -305,7 +305,7 @@ def preference_step_cost(method: str, sizes, steps: int = 2, reference_copy: boo
     lora = make_peft_config("lora", sizes)
     with track_peak_memory() as peak, tempfile.TemporaryDirectory(prefix=f"step-cost-{method}-") as out:
         model, tokenizer = load_causal_lm(sizes.model)
-        data = preference_pairs("train", limit=steps * sizes.batch_size)
+        data = preference_pairs("train", limit=steps * sizes.batch_size, dataset=alignment_dataset(sizes))
         if method == "dpo":
             reference = load_causal_lm(sizes.model)[0] if reference_copy else None
             trainer = make_dpo_trainer(model, tokenizer, data, course_dpo_config(sizes, out, max_steps=steps), lora,

@@ -58,7 +58,7 @@ def data_digest(dataset) -> str:
     other data of the same size is not taken for the same run (Lab-1.7 once resumed a checkpoint trained
     on another preference dataset with the same 240 rows)."""
     column = "input_ids" if "input_ids" in dataset.column_names else dataset.column_names[0]
-    return hashlib.sha256(json.dumps(dataset[column], default=str).encode()).hexdigest()[:16]
+    return stable_hash({column: dataset[column]})
 
 
 def _fingerprint(config, peft_config, data: str, model) -> str:
